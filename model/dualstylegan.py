@@ -1,0 +1,190 @@
+"""DualStyleGAN: a StyleGAN2 generator with an extrinsic (exemplar) style path.
+
+The *intrinsic* path is the plain StyleGAN2 generator (``self.generator``) driven by the content code.
+The *extrinsic* path takes an exemplar's W+ code ``exstyles`` and
+
+* for the rows ``<= res_index`` (structure: ``conv1`` and resolutions 8, 16, 32 for the default
+  ``res_index=6``) adds a modulative residual block (:class:`AdaResBlock`, "ModRes") after the
+  corresponding StyledConv, its AdaIN driven by ``style(exstyles)`` (a 2-layer MLP);
+* for the rows ``> res_index`` (colour / texture) replaces the layer's code by
+  ``w * res[k](exstyles[:, k]) + (1 - w) * latent[:, k]`` where ``res[k]`` is an affine map
+  initialised to the identity.
+
+``interp_weights`` (one per W+ row) sets the style degree of each row; ``w == 0`` makes a ModRes block
+an exact identity.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from model.stylegan.model import ConvLayer, EqualLinear, Generator, apply_mapping, mapping_network
+
+__all__ = ["AdaptiveInstanceNorm", "AdaResBlock", "DualStyleGAN"]
+
+
+class AdaptiveInstanceNorm(nn.Module):
+    """Instance norm whose per-channel scale and shift come from a style vector (plain ``nn.Linear``)."""
+
+    def __init__(self, fin: int, style_dim: int = 512):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(fin, affine=False)
+        self.style = nn.Linear(style_dim, fin * 2)
+        with torch.no_grad():
+            self.style.bias[:fin] = 1
+            self.style.bias[fin:] = 0
+
+    def forward(self, input: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.style(style).unsqueeze(2).unsqueeze(3).chunk(2, 1)
+        if input.shape[2] * input.shape[3] == 1:
+            # A 1x1 map normalises to exactly 0 (x - mean = 0); InstanceNorm2d refuses this case.
+            return gamma * torch.zeros_like(input) + beta
+        return gamma * self.norm(input) + beta
+
+
+def _is_zero_weight(w) -> bool:
+    return not torch.is_tensor(w) and w == 0
+
+
+def _as_feature_weight(w, like: torch.Tensor):
+    """A python number stays as is; a tensor of shape () or (B,) broadcasts over (B, C, H, W)."""
+    if not torch.is_tensor(w):
+        return w
+    w = w.to(like.dtype)
+    return w.view(-1, 1, 1, 1) if w.dim() else w
+
+
+class AdaResBlock(nn.Module):
+    """Modulative residual block ("ModRes"): ``x + w * conv2(AdaIN2(conv(AdaIN(x, s)), s))``.
+
+    The 3x3 convs may be dilated (VToonify re-applies the 8x8 / 16x16 blocks at 32x32 with dilation 4 / 2
+    to keep their receptive field). ``w == 0`` (a Python number) returns ``x`` unchanged.
+    """
+
+    def __init__(self, fin: int, style_dim: int = 512, dilation: int = 1):
+        super().__init__()
+        self.conv = ConvLayer(fin, fin, 3, dilation=dilation)
+        self.conv2 = ConvLayer(fin, fin, 3, dilation=dilation)
+        self.norm = AdaptiveInstanceNorm(fin, style_dim)
+        self.norm2 = AdaptiveInstanceNorm(fin, style_dim)
+        with torch.no_grad():
+            self.conv[0].weight.mul_(0.01)
+            self.conv2[0].weight.mul_(0.01)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, w=1) -> torch.Tensor:
+        if _is_zero_weight(w):
+            return x
+        out = self.conv(self.norm(x, s))
+        out = self.conv2(self.norm2(out, s))
+        return out * _as_feature_weight(w, out) + x
+
+
+class DualStyleGAN(nn.Module):
+    """DualStyleGAN generator (defaults build the released 1024px configuration)."""
+
+    def __init__(
+        self,
+        size: int,
+        style_dim: int,
+        n_mlp: int,
+        channel_multiplier: int = 2,
+        twoRes: bool = True,
+        res_index: int = 6,
+        channel_max: int = 512,
+    ):
+        super().__init__()
+        if not twoRes:
+            raise ValueError("DualStyleGAN: only twoRes=True (two ModRes blocks per resolution, as released) is supported")
+        if n_mlp <= 6:
+            raise ValueError(f"DualStyleGAN: n_mlp must be > 6 (its extrinsic mapping has n_mlp - 6 layers), got {n_mlp}")
+        self.style = mapping_network(style_dim, n_mlp - 6, 0.01)
+        self.generator = Generator(size, style_dim, n_mlp, channel_multiplier=channel_multiplier, channel_max=channel_max)
+        self.res_index = res_index
+        self.n_latent = self.generator.n_latent
+        if not 0 <= res_index < self.n_latent:
+            raise ValueError(f"res_index must be in [0, {self.n_latent}), got {res_index}")
+
+        channels = self.generator.channels
+        self.res = nn.ModuleList()
+        for row in range(self.n_latent):
+            if row <= res_index:
+                # row 0 follows conv1 (4x4); rows 2j+1, 2j+2 follow the convs of block j (resolution 2**(j+3))
+                resolution = 4 if row == 0 else 2 ** ((row - 1) // 2 + 3)
+                self.res.append(AdaResBlock(channels[resolution], style_dim))
+            else:
+                linear = EqualLinear(style_dim, style_dim)
+                with torch.no_grad():
+                    linear.weight.copy_(torch.eye(style_dim) * math.sqrt(style_dim) + 0.01 * torch.randn(style_dim, style_dim))
+                self.res.append(linear)
+
+    def make_noise(self) -> list[torch.Tensor]:
+        return self.generator.make_noise()
+
+    def mean_latent(self, n_latent: int) -> torch.Tensor:
+        return self.generator.mean_latent(n_latent)
+
+    def get_latent(self, input: torch.Tensor) -> torch.Tensor:
+        return self.generator.style(input)
+
+    def extrinsic_codes(self, exstyles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(resstyles, adastyles)``: the ModRes AdaIN codes and the per-row extrinsic W+ codes."""
+        if exstyles.dim() < 3:
+            exstyles = exstyles.unsqueeze(1).repeat(1, self.n_latent, 1)
+        return apply_mapping(self.style, exstyles), exstyles
+
+    def forward(
+        self,
+        styles: Sequence[torch.Tensor],
+        exstyles: torch.Tensor | None,
+        return_latents: bool = False,
+        return_feat: bool = False,
+        inject_index: int | None = None,
+        truncation: float = 1,
+        truncation_latent: torch.Tensor | None = None,
+        input_is_latent: bool = False,
+        noise: Sequence[torch.Tensor | None] | None = None,
+        randomize_noise: bool = True,
+        z_plus_latent: bool = False,
+        use_res: bool = True,
+        fuse_index: int = 18,
+        interp_weights: Sequence[float] = (1,) * 18,
+    ):
+        g = self.generator
+        latent = g.prepare_latent(styles, inject_index, truncation, truncation_latent, input_is_latent, z_plus_latent)
+        noise = g.resolve_noise(noise, randomize_noise)
+        if use_res:
+            if exstyles is None:
+                raise ValueError("use_res=True needs exstyles")
+            if len(interp_weights) < self.n_latent:
+                raise ValueError(f"interp_weights needs {self.n_latent} entries, got {len(interp_weights)}")
+            resstyles, adastyles = self.extrinsic_codes(exstyles)
+
+        def code(row: int) -> torch.Tensor:
+            if use_res and row < fuse_index and row > self.res_index:
+                w = interp_weights[row]
+                return w * self.res[row](adastyles[:, row]) + (1 - w) * latent[:, row]
+            return latent[:, row]
+
+        def modres(out: torch.Tensor, row: int) -> torch.Tensor:
+            if use_res and row < fuse_index and row <= self.res_index:
+                return self.res[row](out, resstyles[:, row], interp_weights[row])
+            return out
+
+        out = g.input(latent)
+        out = modres(g.conv1(out, latent[:, 0], noise=noise[0]), 0)
+        skip = g.to_rgb1(out, code(1))
+
+        i = 1
+        for conv1, conv2, noise1, noise2, to_rgb in zip(g.convs[::2], g.convs[1::2], noise[1::2], noise[2::2], g.to_rgbs):
+            out = modres(conv1(out, code(i), noise=noise1), i)
+            out = modres(conv2(out, code(i + 1), noise=noise2), i + 1)
+            skip = to_rgb(out, code(i + 2), skip)
+            i += 2
+            if return_feat and i > self.res_index:
+                return out, skip
+
+        image = skip
+        return (image, latent) if return_latents else (image, None)

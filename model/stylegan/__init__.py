@@ -1,0 +1,1 @@
+"""StyleGAN2 building blocks (``model.stylegan.model``) and custom ops (``model.stylegan.op``)."""

@@ -1,0 +1,55 @@
+"""Shared test helpers: reference data paths, golden tensors and the golden tolerance rule."""
+from __future__ import annotations
+
+import ast
+import csv
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = DATA / "golden"
+KEYS = DATA / "keys"
+
+
+@lru_cache(maxsize=None)
+def golden(name: str) -> dict[str, np.ndarray]:
+    """All arrays of ``golden_<name>.npz`` (``ops`` or ``models``)."""
+    with np.load(GOLDEN / f"golden_{name}.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def golden_case(name: str, case: str) -> dict[str, torch.Tensor]:
+    """The arrays of one case, keyed by the part after ``<case>/`` (``in.x``, ``sd.weight``, ``out.0`` ...)."""
+    prefix = case + "/"
+    return {k[len(prefix):]: torch.from_numpy(v.copy()) for k, v in golden(name).items() if k.startswith(prefix)}
+
+
+def manifest(name: str) -> list[tuple[str, tuple, str, str]]:
+    """Rows (key, shape, dtype, kind) of ``keys/keys_<name>.tsv``."""
+    rows = []
+    with open(KEYS / f"keys_{name}.tsv", newline="") as f:
+        for rec in csv.DictReader(f, delimiter="\t"):
+            rows.append((rec["name"], tuple(ast.literal_eval(rec["shape"])), rec["dtype"], rec["kind"]))
+    return rows
+
+
+def assert_golden(actual: torch.Tensor, ref: torch.Tensor | np.ndarray, what: str = "") -> float:
+    """The golden tolerance: max|diff| <= 1e-4 * max(1, std(ref)) and relative L2 <= 1e-5. Returns max|diff|."""
+    ref = torch.as_tensor(ref, dtype=torch.float64)
+    actual = actual.detach().to(torch.float64).cpu()
+    assert actual.shape == ref.shape, f"{what}: shape {tuple(actual.shape)} != reference {tuple(ref.shape)}"
+    diff = (actual - ref).abs().max().item()
+    tol = 1e-4 * max(1.0, ref.std().item())
+    rel = ((actual - ref).norm() / ref.norm().clamp_min(1e-12)).item()
+    assert diff <= tol and rel <= 1e-5, f"{what}: max|diff| {diff:.3g} (tol {tol:.3g}), relative L2 {rel:.3g}"
+    return diff
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
