@@ -227,8 +227,9 @@ def infer_generator_config(sd: Mapping[str, torch.Tensor], prefix: str = "") -> 
     Returns ``dict(size, style_dim, n_mlp, channel_multiplier, channel_max)``.
     """
     try:
-        n_rgb = len({k.split(".")[1] for k in sd if k.startswith(prefix + "to_rgbs.")})
-        n_mlp = len({k for k in sd if k.startswith(prefix + "style.") and k.endswith(".weight")})
+        own = [k[len(prefix):] for k in sd if k.startswith(prefix)]
+        n_rgb = len({k.split(".")[1] for k in own if k.startswith("to_rgbs.")})
+        n_mlp = len({k for k in own if k.startswith("style.") and k.endswith(".weight")})
         style_dim = sd[prefix + "style.1.weight"].shape[1]
         size = 2 ** (n_rgb + 2)
         channel_max = sd[prefix + "input.input"].shape[1]
