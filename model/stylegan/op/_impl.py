@@ -36,5 +36,8 @@ def use_cuda_kernel(x: torch.Tensor, impl: str | None, available: Callable[[], b
     if not x.is_cuda:
         raise ValueError(f"{op}: impl='cuda' needs a CUDA tensor, got one on {x.device}")
     if not available():
-        raise RuntimeError(f"{op}: impl='cuda' was requested but the CUDA extension could not be built (see the warning above)")
+        raise RuntimeError(
+            f"{op}: impl='cuda' was requested but the CUDA extension is unavailable "
+            f"(${ENV_VAR}=ref disables it; otherwise its build failed, see the warning above)"
+        )
     return True

@@ -126,7 +126,9 @@ def upfirdn2d(
         pad: ``(p0, p1)`` for both axes or ``(x0, x1, y0, y1)``; negative values crop.
         impl: ``None`` (``$VTOONIFY_OPS``, default ``'auto'``), ``'auto'``, ``'ref'`` or ``'cuda'``.
     """
-    if use_cuda_kernel(x, impl, _cuda_available, "upfirdn2d"):
+    # The CUDA kernel has no gradient for the FIR filter itself; a learnable filter takes the reference path.
+    learnable_kernel = kernel.requires_grad and torch.is_grad_enabled()
+    if not learnable_kernel and use_cuda_kernel(x, impl, _cuda_available, "upfirdn2d"):
         from .upfirdn2d_cuda import upfirdn2d_cuda
 
         _check_inputs(x, kernel)
