@@ -13,15 +13,13 @@ The golden reference tensors were computed with the original implementation fill
 so a model filled here must reproduce them.
 
 A fill table is a TSV with the columns ``key, shape, mode, mean, std``. When no table is given,
-:func:`default_fill_table` derives one from a module (mean 0, std 1/sqrt(fan_in) for weights, 0.1 for
-biases, BatchNorm statistics near their defaults): good enough for smoke tests and benchmarks, whose
-cost does not depend on the values.
+:func:`default_fill_table` derives one from the module's own initialisation: good enough for smoke
+tests and benchmarks, whose cost does not depend on the values.
 """
 from __future__ import annotations
 
 import ast
 import csv
-import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +62,13 @@ def fill_tensor(key: str, shape: Sequence[int], mode: str, mean: float, std: flo
 
 
 def default_fill_table(module: nn.Module) -> list[FillRow]:
-    """A plausible fill table for any module (used when no reference table exists)."""
+    """A fill table that mimics ``module``'s own initialisation (used when no reference table exists).
+
+    Each tensor gets the mean and standard deviation it has as constructed, so equalised-learning-rate
+    weights (stored as N(0, 1)) and plain PyTorch layers both get realistic magnitudes; constant tensors
+    (biases, ...) get std 0.1 so they are not constant; BatchNorm variances stay positive. Build the
+    module normally (not on the ``meta`` device) before calling this.
+    """
     rows = []
     for key, t in module.state_dict().items():
         shape = tuple(t.shape)
@@ -73,13 +77,10 @@ def default_fill_table(module: nn.Module) -> list[FillRow]:
             rows.append(FillRow(key, shape, "keep", 0.0, 0.0))
         elif leaf == "running_var":
             rows.append(FillRow(key, shape, "absnormal", 1.0, 0.1))
-        elif leaf == "running_mean":
-            rows.append(FillRow(key, shape, "normal", 0.0, 0.1))
-        elif t.dim() >= 2:
-            fan_in = max(1, math.prod(shape[1:]))
-            rows.append(FillRow(key, shape, "normal", 0.0, 1.0 / math.sqrt(fan_in)))
         else:
-            rows.append(FillRow(key, shape, "normal", 0.0, 0.1))
+            mean = float(t.float().mean()) if t.numel() else 0.0
+            std = float(t.float().std()) if t.numel() > 1 else 0.0
+            rows.append(FillRow(key, shape, "normal", round(mean, 4), round(std, 4) if std > 1e-6 else 0.1))
     return rows
 
 

@@ -1,0 +1,1 @@
+"""Inference pipeline of VToonify: faces, video I/O, stylisation."""
