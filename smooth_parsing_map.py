@@ -1,0 +1,90 @@
+"""Precompute temporally smoothed face-parsing maps of a (cropped) video, like the original script.
+
+    python style_transfer.py --content clip.mp4 --video --scale_image            # writes output/clip_input.mp4
+    python smooth_parsing_map.py --video_path output/clip_input.mp4              # writes output/clip_input_parsingmap.npy
+    python style_transfer.py --content clip.mp4 --video --scale_image \\
+        --parsing_map_path output/clip_input_parsingmap.npy
+
+The original used RAFT optical flow (a separate download, CUDA only); this uses OpenCV's DIS flow
+(:mod:`pipeline.smoothing`) and runs anywhere. As in the original, parsing is computed at 2x the frame
+size, smoothed there, and brought back with the anti-aliased 1/2 ``Downsample``. The (N, 19, H, W)
+float32 result is written incrementally (memory-mapped), so long videos do not need to fit in RAM.
+``style_transfer.py --smooth_parsing W`` does the same on the fly.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--window_size", type=int, default=5, help="half window: frames i-W .. i+W are fused")
+    ap.add_argument("--faceparsing_path", type=str, default="./checkpoint/faceparsing.pth")
+    ap.add_argument("--video_path", type=str, required=True, help="the cropped video (style_transfer's *_input.mp4)")
+    ap.add_argument("--output_path", type=str, default="./output/")
+    ap.add_argument("--device", type=str, default="auto")
+    ap.add_argument("--no_progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    from tqdm.auto import tqdm
+
+    from model.checkpoint import CheckpointError, load_bisenet
+    from model.stylegan.model import Downsample
+    from pipeline.smoothing import ParsingSmoother
+    from pipeline.stylize import frames_to_tensor, resolve_device
+    from pipeline.video import VideoError, VideoReader, probe
+
+    try:
+        info = probe(args.video_path)
+        device = resolve_device(args.device)
+        parser = load_bisenet(args.faceparsing_path, device)
+    except (VideoError, CheckpointError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if info.width % 8 or info.height % 8:
+        print(f"error: {args.video_path}: frames are {info.width}x{info.height}; use the cropped *_input.mp4 "
+              "written by style_transfer.py (sides are multiples of 8)", file=sys.stderr)
+        return 1
+    down = Downsample([1, 3, 3, 1]).to(device)
+    smoother = ParsingSmoother(window_size=args.window_size)
+    os.makedirs(args.output_path, exist_ok=True)
+    out = Path(args.output_path) / f"{Path(args.video_path).stem}_parsingmap.npy"
+    tmp = out.with_name(f".{out.stem}.partial.npy")
+    maps = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(info.frame_count, 19, info.height, info.width))
+    written = 0
+
+    def store(ready) -> None:
+        nonlocal written
+        for index, smoothed in ready:
+            maps[index] = down(smoothed[None].to(device))[0].float().cpu().numpy()
+            written += 1
+
+    try:
+        with torch.inference_mode(), VideoReader(args.video_path) as reader:
+            for frame in tqdm(reader, total=info.frame_count, unit="frame", disable=args.no_progress):
+                x = F.interpolate(frames_to_tensor([frame], device), scale_factor=2, mode="bilinear", align_corners=False)
+                store(smoother.push(x[0].cpu(), parser(2 * x)[0][0].cpu()))
+            store(smoother.flush())
+        if written != info.frame_count:
+            raise VideoError(f"{args.video_path}: decoded {written} frames, the container declares {info.frame_count}")
+        maps.flush()
+        del maps
+        os.replace(tmp, out)
+    except (VideoError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

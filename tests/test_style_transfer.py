@@ -1,0 +1,269 @@
+"""End-to-end tests of style_transfer.py on fill-rule checkpoints, the astronaut portrait and a synthetic video."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
+
+from conftest import GOLDEN
+from model.bisenet.model import BiSeNet
+from model.encoder.encoders.psp_encoders import GradualStyleEncoder
+from model.fill import fill_module
+from model.vtoonify import VToonify
+from pipeline.styles import save_exstyle_codes
+from pipeline.video import VideoWriter, probe, synthetic_frames, synthesize_test_video
+import smooth_parsing_map
+from style_transfer import main
+
+N_STYLES = 3
+
+
+def _tiny_vtoonify(backbone: str) -> VToonify:
+    # Released level structure and style width (so the real pSp encoder's codes fit), tiny feature maps.
+    return fill_module(VToonify(backbone=backbone, style_channels=512, channel_multiplier=1, channel_max=32))
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory) -> Path:
+    """A checkpoint/ folder in the released layout, filled with deterministic weights."""
+    root = tmp_path_factory.mktemp("checkpoint")
+    torch.manual_seed(0)
+    (root / "vtoonify_d_test").mkdir()
+    torch.save({"g_ema": _tiny_vtoonify("dualstylegan").state_dict()}, root / "vtoonify_d_test" / "vtoonify_s_d.pt")
+    rng = np.random.default_rng(0)
+    save_exstyle_codes(root / "vtoonify_d_test" / "exstyle_code.npy",
+                       {f"style{i}.jpg": rng.standard_normal((1, 18, 512)).astype(np.float32) for i in range(N_STYLES)})
+    (root / "vtoonify_t_test").mkdir()
+    torch.save({"g_ema": _tiny_vtoonify("toonify").state_dict()}, root / "vtoonify_t_test" / "vtoonify.pt")
+    with torch.device("meta"):
+        enc = GradualStyleEncoder(50, "ir_se")
+    enc = fill_module(enc.to_empty(device="cpu"), GOLDEN / "fill_psp_encoder.tsv")
+    torch.save({"opts": {"input_nc": 3, "output_size": 1024}, "latent_avg": torch.zeros(18, 512),
+                "state_dict": {"encoder." + k: v for k, v in enc.state_dict().items()}}, root / "encoder.pt")
+    del enc
+    torch.save(fill_module(BiSeNet(19), GOLDEN / "fill_bisenet.tsv").state_dict(), root / "faceparsing.pth")
+    return root
+
+
+def run(ckpt: Path, out: Path, *extra: str, backbone: str = "dualstylegan") -> int:
+    model = ckpt / ("vtoonify_d_test/vtoonify_s_d.pt" if backbone == "dualstylegan" else "vtoonify_t_test/vtoonify.pt")
+    args = ["--ckpt", str(model), "--style_encoder_path", str(ckpt / "encoder.pt"), "--faceparsing_path",
+            str(ckpt / "faceparsing.pth"), "--output_path", str(out), "--backbone", backbone, "--cpu", "--no_progress",
+            "--style_id", "1", *extra]
+    return main(args)
+
+
+@pytest.fixture(scope="session")
+def astronaut_jpg(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("inputs") / "astronaut.png"
+    cv2.imwrite(str(path), cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut_video(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("inputs") / "astro.mp4"
+    return synthesize_test_video(path, skdata.astronaut(), n_frames=6, fps=10, size=(384, 384), motion="zoom")
+
+
+def _read(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path))
+    assert img is not None, path
+    return img
+
+
+def _count_frames(path: Path) -> int:
+    from pipeline.video import VideoReader
+
+    with VideoReader(path) as r:
+        return sum(1 for _ in r)
+
+
+# ------------------------------------------------------------------------------------------- images
+def test_image_dualstylegan_scale_image(ckpt, astronaut_jpg, tmp_path):
+    assert run(ckpt, tmp_path, "--content", str(astronaut_jpg), "--scale_image") == 0
+    inp, out = _read(tmp_path / "astronaut_input.jpg"), _read(tmp_path / "astronaut_vtoonify_d.jpg")
+    # eye distance 43.3 px -> 64 px: scale 1.477, 512 -> 756 px, crop 400 wide around the eyes, 352 high
+    # (clipped at the top of the frame), both multiples of 8.
+    assert inp.shape == (352, 400, 3)
+    assert out.shape == (4 * 352, 4 * 400, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["astronaut_input.jpg", "astronaut_vtoonify_d.jpg"]
+    # deterministic: a second run writes the same bytes
+    again = tmp_path / "again"
+    assert run(ckpt, again, "--content", str(astronaut_jpg), "--scale_image") == 0
+    assert (again / "astronaut_vtoonify_d.jpg").read_bytes() == (tmp_path / "astronaut_vtoonify_d.jpg").read_bytes()
+
+
+def test_style_options_change_the_result(ckpt, astronaut_jpg, tmp_path):
+    outs = {}
+    for name, extra in {"base": [], "deg": ["--style_degree", "0.9"], "color": ["--color_transfer"],
+                        "style": ["--style_id", "2"]}.items():
+        assert run(ckpt, tmp_path / name, "--content", str(astronaut_jpg), "--scale_image", *extra) == 0
+        outs[name] = _read(tmp_path / name / "astronaut_vtoonify_d.jpg").astype(np.int16)
+    for name in ("deg", "color", "style"):
+        assert np.abs(outs[name] - outs["base"]).mean() > 0.1, name
+
+
+def test_image_toonify(ckpt, astronaut_jpg, tmp_path):
+    assert run(ckpt, tmp_path, "--content", str(astronaut_jpg), "--scale_image", backbone="toonify") == 0
+    assert _read(tmp_path / "astronaut_vtoonify_t.jpg").shape == (1408, 1600, 3)
+
+
+def test_any_input_size_without_scale_image(ckpt, tmp_path):
+    img = skdata.astronaut()[:301, 3:512]  # 509 x 301: not multiples of 8
+    path = tmp_path / "odd.png"
+    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    assert run(ckpt, tmp_path / "out", "--content", str(path)) == 0
+    assert _read(tmp_path / "out" / "odd_input.jpg").shape == (301, 509, 3)
+    assert _read(tmp_path / "out" / "odd_vtoonify_d.jpg").shape == (4 * 301, 4 * 509, 3)
+
+
+# ------------------------------------------------------------------------------------------- videos
+def test_video_keeps_every_frame_and_audio(ckpt, astronaut_video, tmp_path):
+    assert run(ckpt, tmp_path, "--content", str(astronaut_video), "--video", "--scale_image") == 0
+    src = probe(astronaut_video)
+    out = probe(tmp_path / "astro_vtoonify_d.mp4")
+    inp = probe(tmp_path / "astro_input.mp4")
+    assert out.has_audio and inp.has_audio
+    assert out.frame_count == inp.frame_count == src.frame_count == 6
+    assert abs(out.fps - src.fps) < 1e-3
+    assert (out.width, out.height) == (4 * inp.width, 4 * inp.height)
+    assert inp.width % 8 == 0 and inp.height % 8 == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_video_frames_before_the_first_face_are_kept(ckpt, tmp_path):
+    face_frames = list(synthetic_frames(skdata.astronaut(), n_frames=3, size=(384, 384), motion="static"))
+    blank = np.full_like(face_frames[0], 128)
+    path = tmp_path / "late.mp4"
+    with VideoWriter(path, 10, 384, 384) as w:
+        for frame in [blank, blank] + face_frames:
+            w.write(frame)
+    assert run(ckpt, tmp_path / "out", "--content", str(path), "--video", "--scale_image", "--batch_size", "2") == 0
+    assert _count_frames(tmp_path / "out" / "late_vtoonify_d.mp4") == 5  # the original wrote 3
+
+
+def test_video_tracking_and_smoothing(ckpt, tmp_path):
+    path = synthesize_test_video(tmp_path / "pan.mp4", skdata.astronaut(), n_frames=5, fps=10, size=(384, 384), motion="pan")
+    assert run(ckpt, tmp_path / "out", "--content", str(path), "--video", "--scale_image", "--track", "--smooth_parsing", "1",
+               backbone="toonify") == 0
+    info = probe(tmp_path / "out" / "pan_vtoonify_t.mp4")
+    assert info.frame_count == 5 and info.has_audio
+
+
+def test_video_with_precomputed_parsing_maps(ckpt, astronaut_video, tmp_path):
+    assert run(ckpt, tmp_path / "a", "--content", str(astronaut_video), "--video", "--scale_image") == 0
+    cropped = tmp_path / "a" / "astro_input.mp4"
+    w, h = probe(cropped).width, probe(cropped).height
+    # the original two-step flow: smooth the parsing maps of the cropped video, then stylise with them
+    assert smooth_parsing_map.main(["--video_path", str(cropped), "--faceparsing_path", str(ckpt / "faceparsing.pth"),
+                                    "--output_path", str(tmp_path / "maps"), "--window_size", "1", "--device", "cpu",
+                                    "--no_progress"]) == 0
+    smoothed = np.load(tmp_path / "maps" / "astro_input_parsingmap.npy")
+    assert smoothed.shape == (6, 19, h, w) and np.isfinite(smoothed).all() and smoothed.std() > 0
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["astro_input_parsingmap.npy"]
+    assert run(ckpt, tmp_path / "b", "--content", str(astronaut_video), "--video", "--scale_image",
+               "--parsing_map_path", str(tmp_path / "maps" / "astro_input_parsingmap.npy")) == 0
+    maps = tmp_path / "maps.npy"
+    np.save(maps, np.zeros((6, 19, h + 8, w), np.float32))
+    assert run(ckpt, tmp_path / "c", "--content", str(astronaut_video), "--video", "--scale_image",
+               "--parsing_map_path", str(maps)) == 1
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+
+
+# --------------------------------------------------------------------------------------- bad inputs
+def _assert_failed_cleanly(code: int, capsys, out_dir: Path, *needles: str) -> None:
+    err = capsys.readouterr().err
+    assert code == 1, err
+    for needle in needles:
+        assert needle in err, err
+    assert "Traceback" not in err
+    assert not out_dir.exists() or not any(out_dir.iterdir()), list(out_dir.iterdir())
+
+
+def test_no_face(ckpt, tmp_path, capsys):
+    path = tmp_path / "coffee.png"
+    cv2.imwrite(str(path), skdata.coffee()[:, :, ::-1])
+    _assert_failed_cleanly(run(ckpt, tmp_path / "out", "--content", str(path), "--scale_image"), capsys, tmp_path / "out", "no face")
+    video = synthesize_test_video(tmp_path / "cat.mp4", skdata.chelsea(), n_frames=3, fps=5, size=(256, 192))
+    _assert_failed_cleanly(run(ckpt, tmp_path / "out", "--content", str(video), "--video", "--scale_image"),
+                           capsys, tmp_path / "out", "no face found in any frame")
+
+
+@pytest.mark.parametrize("content", ["text", "empty", "missing"])
+def test_unreadable_content(ckpt, tmp_path, capsys, content):
+    path = tmp_path / "input.jpg"
+    if content == "text":
+        path.write_text("not an image")
+    elif content == "empty":
+        path.write_bytes(b"")
+    code = run(ckpt, tmp_path / "out", "--content", str(path))
+    _assert_failed_cleanly(code, capsys, tmp_path / "out", "not found" if content == "missing" else "cannot read")
+    if content != "missing":
+        code = run(ckpt, tmp_path / "out", "--content", str(path), "--video")
+        _assert_failed_cleanly(code, capsys, tmp_path / "out", str(path))
+
+
+def test_image_given_as_video(ckpt, astronaut_jpg, tmp_path, capsys):
+    _assert_failed_cleanly(run(ckpt, tmp_path / "out", "--content", str(astronaut_jpg), "--video"), capsys, tmp_path / "out",
+                           "astronaut.png")
+
+
+def test_checkpoint_errors(ckpt, astronaut_jpg, tmp_path, capsys):
+    out = tmp_path / "out"
+    # a VToonify-T file with the default VToonify-D backbone
+    code = main(["--content", str(astronaut_jpg), "--ckpt", str(ckpt / "vtoonify_t_test/vtoonify.pt"), "--exstyle_path",
+                 str(ckpt / "vtoonify_d_test/exstyle_code.npy"), "--style_encoder_path", str(ckpt / "encoder.pt"),
+                 "--faceparsing_path", str(ckpt / "faceparsing.pth"), "--output_path", str(out), "--cpu"])
+    _assert_failed_cleanly(code, capsys, out, "VToonify-T checkpoint", "--backbone toonify")
+    # a missing model names the file and the command that fetches it
+    code = main(["--content", str(astronaut_jpg), "--ckpt", str(tmp_path / "vtoonify_d_cartoon/vtoonify_s_d.pt"),
+                 "--output_path", str(out), "--cpu"])
+    _assert_failed_cleanly(code, capsys, out, "vtoonify_s_d.pt", "python -m pipeline.download")
+
+
+def test_style_errors(ckpt, astronaut_jpg, tmp_path, capsys):
+    out = tmp_path / "out"
+    _assert_failed_cleanly(run(ckpt, out, "--content", str(astronaut_jpg), "--style_id", str(N_STYLES)), capsys, out,
+                           f"--style_id {N_STYLES} is out of range")
+    bad = tmp_path / "bad_exstyle.npy"
+    np.save(bad, np.zeros((3, 18, 512), np.float32))
+    _assert_failed_cleanly(run(ckpt, out, "--content", str(astronaut_jpg), "--exstyle_path", str(bad)), capsys, out,
+                           "dict of style codes")
+
+
+def test_no_partial_output_on_failure_midway(ckpt, astronaut_video, tmp_path, monkeypatch):
+    from pipeline import stylize
+
+    calls = {"n": 0}
+    original = stylize.VToonifyPipeline.stylize_tensor
+
+    def failing(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated failure in the middle of the video")
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(stylize.VToonifyPipeline, "stylize_tensor", failing)
+    out = tmp_path / "out"
+    assert run(ckpt, out, "--content", str(astronaut_video), "--video", "--scale_image") == 1
+    assert calls["n"] == 3
+    assert not any(out.iterdir())  # neither final nor .partial files
+
+
+def test_pipeline_is_reusable(ckpt, astronaut_jpg):
+    """Load once, stylise many: the Python API gives the CLI's result."""
+    from pipeline.stylize import VToonifyPipeline
+
+    pipe = VToonifyPipeline(ckpt / "vtoonify_d_test/vtoonify_s_d.pt", style_encoder_path=ckpt / "encoder.pt",
+                            faceparsing_path=ckpt / "faceparsing.pth", device="cpu")
+    rgb = skdata.astronaut()
+    a = pipe.stylize_image(rgb, style_id=1, scale_image=True)
+    b = pipe.stylize_image(rgb, style_id=1, scale_image=True)
+    assert a.output.shape == (1408, 1600, 3) and np.array_equal(a.output, b.output)
+    assert a.crop.as_tuple()[:6] == (756, 756, 0, 352, 128, 528)
+    assert pipe.num_styles == N_STYLES
