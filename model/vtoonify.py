@@ -228,8 +228,11 @@ class VToonify(nn.Module):
         if dual and d_s is None:
             raise ValueError("VToonify-D needs a style degree d_s (0 = no style ... 1 = full style)")
         if style is None:
-            raise ValueError("style (a W+ code) is required")
-        resstyles, adastyles = self._prepare_styles(style.to(x.dtype))
+            if dual or not return_feat:
+                raise ValueError("style (a W+ code) is required")
+            resstyles = adastyles = None  # VToonify-T encoder features do not depend on the style
+        else:
+            resstyles, adastyles = self._prepare_styles(style.to(x.dtype))
 
         features = []
         feat = x

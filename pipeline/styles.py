@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StyleCodeError", "load_exstyle_codes", "save_exstyle_codes"]
+__all__ = ["StyleCodeError", "load_exstyle_codes", "save_exstyle_codes", "fit_rows"]
 
 
 class StyleCodeError(ValueError):
@@ -89,3 +89,15 @@ def load_exstyle_codes(path: str | os.PathLike, n_latent: int = 18, style_dim: i
 def save_exstyle_codes(path: str | os.PathLike, codes: "dict[str, np.ndarray]") -> None:
     """Write codes in the released format (``np.save`` of a dict), readable by the original code too."""
     np.save(path, dict(codes), allow_pickle=True)
+
+
+def fit_rows(code, n_latent: int):
+    """The first ``n_latent`` rows of a (B, N, D) code.
+
+    Row k drives the same layer (conv1, then two convs and a ToRGB per resolution from 8 px up) in every
+    StyleGAN2 generator, whatever its output size, so a 1024px pSp encoder's 18-row codes serve a smaller
+    generator by dropping the rows of the resolutions it does not have.
+    """
+    if code.shape[1] < n_latent:
+        raise StyleCodeError(f"a style code with {code.shape[1]} rows cannot drive a generator with {n_latent} W+ rows")
+    return code[:, :n_latent]

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from model.checkpoint import load_bisenet, load_vtoonify
 from model.encoder.psp import load_psp_standalone
 from pipeline.faces import DEFAULT_PADDING, CropParams, FaceDetector, align_face, apply_crop, crop_parameters, select_face
-from pipeline.styles import StyleCodeError, load_exstyle_codes
+from pipeline.styles import StyleCodeError, fit_rows, load_exstyle_codes
 
 __all__ = [
     "NoFaceError",
@@ -220,7 +220,7 @@ class VToonifyPipeline:
         if aligned is None:
             raise NoFaceError("no face found for the style encoder (FFHQ alignment failed)")
         x = frames_to_tensor([np.asarray(aligned)], self.device)
-        s_w = self.vtoonify.zplus2wplus(self.pspencoder(x).to(self.dtype))
+        s_w = self.vtoonify.zplus2wplus(fit_rows(self.pspencoder(x), self.vtoonify.stylegan().n_latent).to(self.dtype))
         if self.backbone == "dualstylegan":
             exstyle = self.exstyle(style_id)
             if color_transfer:

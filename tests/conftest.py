@@ -53,3 +53,21 @@ def assert_golden(actual: torch.Tensor, ref: torch.Tensor | np.ndarray, what: st
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def frozen_helpers(tmp_path_factory) -> dict[str, Path]:
+    """Released-size pSp ``encoder.pt`` and BiSeNet ``faceparsing.pth`` with fill-rule weights (written once)."""
+    from model.bisenet.model import BiSeNet
+    from model.encoder.encoders.psp_encoders import GradualStyleEncoder
+    from model.fill import fill_module
+
+    root = tmp_path_factory.mktemp("frozen_helpers")
+    with torch.device("meta"):
+        enc = GradualStyleEncoder(50, "ir_se")
+    enc = fill_module(enc.to_empty(device="cpu"), GOLDEN / "fill_psp_encoder.tsv")
+    torch.save({"opts": {"input_nc": 3, "output_size": 1024}, "latent_avg": torch.zeros(18, 512),
+                "state_dict": {"encoder." + k: v for k, v in enc.state_dict().items()}}, root / "encoder.pt")
+    del enc
+    torch.save(fill_module(BiSeNet(19), GOLDEN / "fill_bisenet.tsv").state_dict(), root / "faceparsing.pth")
+    return {"encoder": root / "encoder.pt", "faceparsing": root / "faceparsing.pth"}

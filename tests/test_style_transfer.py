@@ -9,9 +9,6 @@ import pytest
 import torch
 from skimage import data as skdata
 
-from conftest import GOLDEN
-from model.bisenet.model import BiSeNet
-from model.encoder.encoders.psp_encoders import GradualStyleEncoder
 from model.fill import fill_module
 from model.vtoonify import VToonify
 from pipeline.styles import save_exstyle_codes
@@ -28,7 +25,7 @@ def _tiny_vtoonify(backbone: str) -> VToonify:
 
 
 @pytest.fixture(scope="session")
-def ckpt(tmp_path_factory) -> Path:
+def ckpt(tmp_path_factory, frozen_helpers) -> Path:
     """A checkpoint/ folder in the released layout, filled with deterministic weights."""
     root = tmp_path_factory.mktemp("checkpoint")
     torch.manual_seed(0)
@@ -39,13 +36,8 @@ def ckpt(tmp_path_factory) -> Path:
                        {f"style{i}.jpg": rng.standard_normal((1, 18, 512)).astype(np.float32) for i in range(N_STYLES)})
     (root / "vtoonify_t_test").mkdir()
     torch.save({"g_ema": _tiny_vtoonify("toonify").state_dict()}, root / "vtoonify_t_test" / "vtoonify.pt")
-    with torch.device("meta"):
-        enc = GradualStyleEncoder(50, "ir_se")
-    enc = fill_module(enc.to_empty(device="cpu"), GOLDEN / "fill_psp_encoder.tsv")
-    torch.save({"opts": {"input_nc": 3, "output_size": 1024}, "latent_avg": torch.zeros(18, 512),
-                "state_dict": {"encoder." + k: v for k, v in enc.state_dict().items()}}, root / "encoder.pt")
-    del enc
-    torch.save(fill_module(BiSeNet(19), GOLDEN / "fill_bisenet.tsv").state_dict(), root / "faceparsing.pth")
+    for name in ("encoder", "faceparsing"):
+        (root / frozen_helpers[name].name).symlink_to(frozen_helpers[name])
     return root
 
 
