@@ -620,6 +620,7 @@ class Trainer:
                 cap = (1 - b["d_s"]) ** 2 * 0.9 + 0.1
                 losses["msk"] = sum(F.relu(m.float().mean() - cap) for m in masks) * a.msk_loss
             ramp = max(idx / (a.iter / 2) - 1, 0.0)
+            losses["tmp"] = fake.new_zeros(())  # the temporal loss ramps up in the second half of training
             if a.tmp_loss > 0 and ramp > 0:
                 size = fake.shape[-1]
                 crop = size - size // 8

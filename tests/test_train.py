@@ -81,7 +81,9 @@ def test_pretrain_then_train_writes_loadable_checkpoints(teachers, tmp_path, bac
     assert not torch.equal(loaded.encoder.state_dict()["0.0.weight"], enc["0.0.weight"])
     assert (tmp_path / "log" / "run" / "00001.jpg").exists() and (tmp_path / "log" / "run" / "00003.jpg").exists()
     rows = _losses(tmp_path / "log" / "run" / "losses.csv")
-    assert len(rows) == 4 and "adv" in rows[0] and "rec" in rows[0]
+    assert len(rows) == 4 and rows[0].split(",")[1:] == sorted(rows[0].split(",")[1:])
+    assert {"adv", "rec", "d", "tmp"} <= set(rows[0].split(",")) and all(len(r.split(",")) == len(rows[0].split(",")) for r in rows)
+    assert float(rows[1].split(",")[rows[0].split(",").index("tmp")]) == 0.0  # temporal loss ramps up in the 2nd half
     if backbone == "dualstylegan":
         assert "msk" in rows[0] and "perc" in rows[0]
         assert (tmp_path / "checkpoint" / "run" / "exstyle_code.npy").exists()
