@@ -80,7 +80,7 @@ def _run(args: argparse.Namespace) -> list[Path]:
     dtype = "float16" if args.fp16 else args.dtype
     pipe = VToonifyPipeline(args.ckpt, backbone=args.backbone, style_encoder_path=args.style_encoder_path,
                             faceparsing_path=args.faceparsing_path, exstyle_path=args.exstyle_path, device=device,
-                            dtype=dtype, landmark_path=args.landmark_path)
+                            dtype=dtype, landmark_path=args.landmark_path, keep_style_encoder=False)
     if pipe.backbone == "dualstylegan":
         pipe.exstyle(args.style_id)  # validates --style_id before any work
     os.makedirs(args.output_path, exist_ok=True)

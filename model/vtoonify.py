@@ -103,8 +103,17 @@ def _encoder_stage(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
 
 
 def _styled_conv_without_noise(conv: StyledConv, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-    """A StyledConv with zero noise (exactly what VToonify feeds): the noise add is skipped."""
-    return conv.activate(conv.conv(x, style))
+    """A StyledConv with zero noise (exactly what VToonify feeds): the noise add is skipped.
+
+    Without autograd the bias and activation are applied in place on the fresh convolution output
+    (same values, two fewer full-resolution temporaries).
+    """
+    out = conv.conv(x, style)
+    act = conv.activate
+    if torch.is_grad_enabled() or act.bias is None:
+        return act(out)
+    out.add_(act.bias.to(out.dtype).view(1, -1, 1, 1))
+    return F.leaky_relu_(out, act.negative_slope).mul_(act.scale)
 
 
 class VToonify(nn.Module):
@@ -235,7 +244,8 @@ class VToonify(nn.Module):
             resstyles, adastyles = self._prepare_styles(style.to(x.dtype))
 
         features = []
-        feat = x
+        # channels-last activations: oneDNN (CPU) and cuDNN run these convolutions 2-4x faster in NHWC
+        feat = x.contiguous(memory_format=torch.channels_last)
         for stage in self.encoder[:4]:
             feat = stage(feat)
             features.append(feat)

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from model.checkpoint import CheckpointError, load_state_dict_strict, safe_load
+from model.checkpoint import CheckpointError, build_from_state_dict, safe_load
 
 from .encoders.psp_encoders import GradualStyleEncoder
 
@@ -39,17 +39,6 @@ def _options(raw: Any, source: str) -> dict[str, Any]:
     opts.setdefault("output_size", 1024)
     opts["n_styles"] = int(math.log2(opts["output_size"])) * 2 - 2
     return opts
-
-
-def _build_encoder(opts: Mapping[str, Any]) -> GradualStyleEncoder:
-    """Construct the encoder without spending time on a random init that the checkpoint overwrites."""
-    with torch.device("meta"):
-        encoder = GradualStyleEncoder(50, "ir_se", opts)
-    persistent = encoder.state_dict(keep_vars=True)
-    if all(name in persistent for name, _ in encoder.named_buffers()):
-        # Every tensor will be overwritten by the strict load, so uninitialised storage is fine.
-        return encoder.to_empty(device="cpu")
-    return GradualStyleEncoder(50, "ir_se", opts)  # some state is not loaded: keep the normal init
 
 
 def _add_latent_avg(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> Tensor:
@@ -100,8 +89,10 @@ def load_psp_standalone(checkpoint_path: str | os.PathLike, device: str | torch.
     if not enc_sd:
         raise CheckpointError(f"{source}: 'state_dict' has no '{_PREFIX}*' entries (not a pSp checkpoint?)")
 
-    encoder = _build_encoder(opts)
-    load_state_dict_strict(encoder, enc_sd, expected_kind="psp", source=f"{source} ['state_dict'] encoder.*")
+    # Built without random init and loaded by assignment: the file's tensors become the parameters (no copy).
+    encoder = build_from_state_dict(lambda: GradualStyleEncoder(50, "ir_se", opts), enc_sd, expected_kind="psp",
+                                    source=f"{source} ['state_dict'] encoder.*")
+    del ckpt, state_dict  # the decoder.* entries are not needed
     encoder.register_buffer("latent_avg", latent_avg.detach().to(torch.float32), persistent=False)
     encoder.register_forward_hook(_add_latent_avg)
     return encoder.eval().to(device)

@@ -239,7 +239,9 @@ class ModulatedConv2d(nn.Module):
         base = self.weight if externalweight is None else self.weight + externalweight
         s = self.modulation(style)  # (B, in)
 
-        if not self.fused:
+        if not self.fused or batch > 1:
+            # Modulating activations instead of weights is the same maths; for a batch it runs one dense
+            # convolution instead of a grouped one per sample.
             weight = self.scale * base.squeeze(0)  # (out, in, k, k)
             out = self._resample_conv(input * s.view(batch, in_channel, 1, 1), weight, groups=1)
             if self.demodulate:

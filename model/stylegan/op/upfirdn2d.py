@@ -91,8 +91,10 @@ def upfirdn2d_ref(
 
     if ux == 1 and uy == 1:
         weight = kernel.flip(0, 1).expand(c, 1, kh, kw)
-        if px0 or px1 or py0 or py1:
-            x = F.pad(x, [px0, px1, py0, py1])
+        if px0 == px1 >= 0 and py0 == py1 >= 0:
+            # symmetric zero padding is the convolution's own (no padded copy; keeps channels-last layouts)
+            return F.conv2d(x, weight, stride=(dy, dx), padding=(py0, px0), groups=c)
+        x = F.pad(x, [px0, px1, py0, py1])
         return F.conv2d(x, weight, stride=(dy, dx), groups=c)
 
     weight = kernel.expand(c, 1, kh, kw)
