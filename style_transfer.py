@@ -77,6 +77,13 @@ def _run(args: argparse.Namespace) -> list[Path]:
         raise FileNotFoundError(f"content not found: {args.content}")
     _require_files(args)
     device = "cpu" if args.cpu else args.device
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not args.video:
+            raise ValueError("running under torchrun splits a video across processes; add --video (images need one process)")
+        import torch
+
+        if device in ("auto", "cuda") and torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     dtype = "float16" if args.fp16 else args.dtype
     pipe = VToonifyPipeline(args.ckpt, backbone=args.backbone, style_encoder_path=args.style_encoder_path,
                             faceparsing_path=args.faceparsing_path, exstyle_path=args.exstyle_path, device=device,
@@ -87,6 +94,9 @@ def _run(args: argparse.Namespace) -> list[Path]:
     basename = os.path.basename(args.content).split(".")[0]
     suffix = "d" if pipe.backbone == "dualstylegan" else "t"
 
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.video and world > 1:
+        return _run_sharded(args, pipe, basename)
     if args.video:
         result = pipe.stylize_video(args.content, args.output_path, style_id=args.style_id, style_degree=args.style_degree,
                                     color_transfer=args.color_transfer, scale_image=args.scale_image, padding=args.padding,
@@ -104,6 +114,31 @@ def _run(args: argparse.Namespace) -> list[Path]:
     atomic_imwrite(paths[0], result.input)
     atomic_imwrite(paths[1], result.output)
     return paths
+
+
+def _run_sharded(args: argparse.Namespace, pipe, basename: str) -> list[Path]:
+    """One contiguous frame range per torchrun process, joined losslessly (with the audio) by rank 0."""
+    import torch
+    import torch.distributed as dist
+
+    from pipeline.stylize import stylize_video_sharded
+
+    dist.init_process_group("gloo", init_method="env://")  # only for the barrier / success vote
+    try:
+        def all_ok(ok: bool) -> bool:
+            flag = torch.tensor([1 if ok else 0])
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            return bool(flag.item())
+
+        result = stylize_video_sharded(
+            pipe, args.content, args.output_path, dist.get_rank(), dist.get_world_size(), all_ok, name=basename,
+            style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
+            scale_image=args.scale_image, padding=args.padding, batch_size=args.batch_size, track=args.track,
+            smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path,
+            progress=not args.no_progress and dist.get_rank() == 0)
+        return [result.input_path, result.output_path] if result is not None else []
+    finally:
+        dist.destroy_process_group()
 
 
 def main(argv: list[str] | None = None) -> int:

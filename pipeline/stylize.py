@@ -45,6 +45,8 @@ __all__ = [
     "frames_to_tensor",
     "tensor_to_frames",
     "atomic_imwrite",
+    "shard_range",
+    "stylize_video_sharded",
 ]
 
 STRUCTURE_ROWS = 7  # W+ rows taken from the exemplar (structure); rows 7.. are colour/texture
@@ -320,11 +322,15 @@ class VToonifyPipeline:
         parsing_map_path: str | os.PathLike | None = None,
         progress: bool = True,
         name: str | None = None,
+        frame_range: tuple[int, int] | None = None,
     ) -> VideoResult:
         """Stylise a video; writes ``<name>_input.mp4`` and ``<name>_vtoonify_<d|t>.mp4`` (with audio).
 
         ``smooth_parsing`` is the half window of the optical-flow parsing smoothing (0 = off);
         ``parsing_map_path`` is a precomputed ``(N, 19, H, W)`` ``.npy`` of parsing logits (one per frame).
+        ``frame_range=(start, stop)`` stylises only those frames into silent segment files (no B-frames) named
+        ``<name>_input.seg<start>.mp4`` / ``<name>_vtoonify_<d|t>.seg<start>.mp4``, for
+        :func:`stylize_video_sharded` to join; crop and style code still come from the first face of the video.
         """
         from tqdm.auto import tqdm
 
@@ -350,13 +356,24 @@ class VToonifyPipeline:
         name = name or Path(path).stem
         in_path = output_dir / f"{name}_input.mp4"
         out_path = output_dir / f"{name}_vtoonify_{'d' if self.backbone == 'dualstylegan' else 't'}.mp4"
+        start, stop = 0, None
+        writer_options: dict = {"audio_from": path}
+        if frame_range is not None:
+            from pipeline.video import SEGMENT_CODEC_OPTIONS
+
+            start, stop = frame_range
+            if track or smooth_parsing:
+                raise ValueError("--track and --smooth_parsing need the whole video in one process (no frame ranges)")
+            in_path, out_path = (p.with_name(f"{p.stem}.seg{start:08d}.mp4") for p in (in_path, out_path))
+            writer_options = {"codec_options": SEGMENT_CODEC_OPTIONS}
 
         queue: deque = deque()  # (cropped frame, x (3,H,W), parsing (19,H,W)) ready for VToonify
         pending: dict[int, tuple[np.ndarray, torch.Tensor]] = {}  # waiting for the smoother
         written = 0
-        with VideoReader(path) as reader, VideoWriter(in_path, info.fps, w, h, audio_from=path) as w_in, \
-                VideoWriter(out_path, info.fps, 4 * w, 4 * h, audio_from=path) as w_out, \
-                tqdm(total=info.frame_count, unit="frame", disable=not progress, desc=out_path.name) as bar:
+        total = (min(stop, info.frame_count) if stop is not None else info.frame_count) - start
+        with VideoReader(path) as reader, VideoWriter(in_path, info.fps, w, h, **writer_options) as w_in, \
+                VideoWriter(out_path, info.fps, 4 * w, 4 * h, **writer_options) as w_out, \
+                tqdm(total=total, unit="frame", disable=not progress, desc=out_path.name) as bar:
 
             def flush(min_size: int) -> None:
                 nonlocal written
@@ -371,6 +388,10 @@ class VToonifyPipeline:
                     bar.update(len(items))
 
             for index, frame in enumerate(reader):
+                if index < start:
+                    continue
+                if stop is not None and index >= stop:
+                    break
                 if params is None:
                     crop = frame
                 elif tracker is not None and index >= first:
@@ -417,3 +438,50 @@ def _load_parsing_maps(path: str | os.PathLike) -> np.ndarray:
     if maps.ndim != 4 or maps.shape[1] != 19:
         raise ValueError(f"{path}: expected (frames, 19, H, W) parsing maps, got shape {maps.shape}")
     return maps
+
+
+def shard_range(n_frames: int, rank: int, world: int) -> tuple[int, int]:
+    """The contiguous frame range ``[start, stop)`` of ``rank`` among ``world`` processes."""
+    return n_frames * rank // world, n_frames * (rank + 1) // world
+
+
+def stylize_video_sharded(pipe: VToonifyPipeline, path: str | os.PathLike, output_dir: str | os.PathLike, rank: int,
+                          world: int, all_ok, name: str | None = None, **kwargs) -> VideoResult | None:
+    """Split one video across ``world`` processes: each stylises a contiguous frame range into segments, then
+    rank 0 joins the segments without re-encoding and adds the source audio.
+
+    ``all_ok(ok: bool) -> bool`` must be a collective that returns True only if every rank passed True (e.g.
+    an all-reduce); it doubles as the barrier. Returns the result on rank 0, None elsewhere. On any failure
+    every segment is removed and nothing is left under the final names.
+    """
+    from pipeline.video import concat_segments, probe
+
+    info = probe(path)
+    name = name or Path(path).stem
+    start, stop = shard_range(info.frame_count, rank, world)
+    result, error = None, None
+    try:
+        if stop > start:
+            result = pipe.stylize_video(path, output_dir, name=name, frame_range=(start, stop), **kwargs)
+    except Exception as e:  # noqa: BLE001 - reported after the collective, so no rank waits forever
+        error = e
+    ok = all_ok(error is None)
+    output_dir = Path(output_dir)
+    suffix = "d" if pipe.backbone == "dualstylegan" else "t"
+    finals = [output_dir / f"{name}_input.mp4", output_dir / f"{name}_vtoonify_{suffix}.mp4"]
+    segments = [sorted(output_dir.glob(f"{f.stem}.seg*.mp4")) for f in finals]
+    try:
+        if error is not None:
+            raise error
+        if not ok:
+            raise RuntimeError("another process failed while stylising its part of the video")
+        if rank != 0:
+            return None
+        frames = [concat_segments(parts, final, audio_from=path) for parts, final in zip(segments, finals)][1]
+        return VideoResult(finals[0], finals[1], frames, float(info.fps), result.first_face_frame if result else -1,
+                           result.crop if result else None)
+    finally:
+        all_ok(True)  # every rank has read the segment list before any is deleted
+        if rank == 0:
+            for part in segments[0] + segments[1]:
+                part.unlink(missing_ok=True)

@@ -44,6 +44,8 @@ __all__ = [
     "VideoWriter",
     "synthetic_frames",
     "synthesize_test_video",
+    "SEGMENT_CODEC_OPTIONS",
+    "concat_segments",
 ]
 
 PathLike = str | os.PathLike
@@ -426,7 +428,8 @@ class VideoWriter:
 
     ``fps`` is a :class:`~fractions.Fraction` or a number, which is turned into the closest fraction
     with a denominator up to 10**6 (so ``probe(...).fps`` of an NTSC video gives back 30000/1001).
-    ``crf``/``preset``/``pix_fmt`` go to libx264 (crf 18 is visually lossless; see the x264 docs).
+    ``crf``/``preset``/``pix_fmt`` go to libx264 (crf 18 is visually lossless; see the x264 docs), as do
+    any ``codec_options`` (e.g. ``{"bf": "0"}`` for segments that :func:`concat_segments` will join).
     Frames must have shape ``(height, width, 3)``. Chroma-subsampled formats need sizes divisible by
     the subsampling (2 for ``yuv420p``): an odd width or height is padded by repeating the last
     column/row, so the file is then one pixel wider/taller (``self.width``/``self.height``).
@@ -457,6 +460,7 @@ class VideoWriter:
         preset: str = "medium",
         pix_fmt: str = "yuv420p",
         audio_offset: float = 0.0,
+        codec_options: dict[str, str] | None = None,
     ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
@@ -483,7 +487,8 @@ class VideoWriter:
         source = _open_input(audio_from) if audio_from is not None else None
         try:
             self._container = av.open(str(self.partial_path), "w", format="mp4", options={"movflags": "+faststart"})
-            self._stream = self._container.add_stream("libx264", rate=self.fps, options={"crf": str(crf), "preset": preset})
+            options = {"crf": str(crf), "preset": preset, **(codec_options or {})}
+            self._stream = self._container.add_stream("libx264", rate=self.fps, options=options)
             self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, pix_fmt
             cc = self._stream.codec_context  # tag the stream: BT.709 in limited range (matches write())
             cc.color_range, cc.color_primaries, cc.color_trc = ColorRange.MPEG, ColorPrimaries.BT709, ColorTrc.BT709
@@ -681,3 +686,68 @@ def synthesize_test_video(
         if tone is not None:
             os.unlink(tone)
     return path
+
+
+#: Encoder options for segments that will be joined by :func:`concat_segments`: no B-frames, so every
+#: segment's decode order starts at its first frame and the joined timestamps stay monotonic.
+SEGMENT_CODEC_OPTIONS = {"bf": "0"}
+
+
+def concat_segments(parts: list[PathLike], path: PathLike, audio_from: PathLike | None = None) -> int:
+    """Join MP4 segments written by :class:`VideoWriter` (same size, codec and frame rate) without re-encoding.
+
+    The compressed video packets of ``parts`` are copied one segment after another, their timestamps
+    shifted by the duration of the segments before; the audio of ``audio_from`` (if any) is added as
+    :class:`VideoWriter` does. Segments must have been encoded without B-frames
+    (``codec_options=SEGMENT_CODEC_OPTIONS``). The result is written atomically; returns its frame count.
+    """
+    if not parts:
+        raise ValueError("concat_segments needs at least one segment")
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial.mp4")
+    output = av.open(str(partial), "w", format="mp4", options={"movflags": "+faststart"})
+    audio = None
+    frames = 0
+    try:
+        with _open_input(parts[0]) as first:
+            template = _video_stream(first)
+            out_stream = output.add_stream_from_template(template)
+            fps = template.average_rate or template.guessed_rate
+        if audio_from is not None:
+            source = _open_input(audio_from)
+            if source.streams.audio:
+                copy = source.streams.audio[0].codec.canonical_name in COPIED_AUDIO_CODECS
+                audio = (_AudioCopy if copy else _AudioTranscode)(source, output, _audio_origin(source, 0.0))
+            else:
+                source.close()
+        output.start_encoding()
+        for part in parts:
+            with _open_input(part) as container:
+                stream = _video_stream(container)
+                if (stream.average_rate or stream.guessed_rate) != fps:
+                    raise VideoError(f"{part}: frame rate {stream.average_rate} differs from the first segment's {fps}")
+                shift = round(Fraction(frames) / fps / stream.time_base)
+                for packet in container.demux(stream):
+                    if packet.pts is None:
+                        continue
+                    packet.pts += shift
+                    packet.dts = packet.pts if packet.dts is None else packet.dts + shift
+                    packet.stream = out_stream
+                    output.mux(packet)
+                    if audio is not None:
+                        audio.write_until(output, float((packet.pts - shift) * stream.time_base) + frames / fps)
+                frames += stream.frames
+        if audio is not None:
+            audio.finish(output, frames / fps)
+        output.close()
+        os.replace(partial, path)
+    except BaseException:
+        if audio is not None:
+            audio.close()
+        try:
+            output.close()
+        except Exception:  # noqa: BLE001 - already failing; the partial file is removed below
+            pass
+        partial.unlink(missing_ok=True)
+        raise
+    return frames
