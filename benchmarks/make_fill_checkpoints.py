@@ -33,6 +33,22 @@ from pipeline.styles import save_exstyle_codes  # noqa: E402
 TABLES = ROOT / "tests" / "data" / "golden"
 
 
+def write_fill_style_encoder(path: Path) -> Path:
+    """A released-size pSp ``encoder.pt`` (opts, state_dict, latent_avg) filled by the golden fill table."""
+    with torch.device("meta"):
+        encoder = GradualStyleEncoder(50, "ir_se")
+    encoder = fill_module(encoder.to_empty(device="cpu"), TABLES / "fill_psp_encoder.tsv")
+    torch.save({"opts": {"input_nc": 3, "output_size": 1024}, "latent_avg": torch.zeros(18, 512),
+                "state_dict": {"encoder." + k: v for k, v in encoder.state_dict().items()}}, path)
+    return path
+
+
+def write_fill_face_parser(path: Path) -> Path:
+    """A BiSeNet ``faceparsing.pth`` filled by the golden fill table."""
+    torch.save(fill_module(BiSeNet(19), TABLES / "fill_bisenet.tsv").state_dict(), path)
+    return path
+
+
 def write_fill_checkpoints(out: Path, n_styles: int = 8) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for backbone, folder, name in (("dualstylegan", "vtoonify_d_fill", "vtoonify_s_d.pt"), ("toonify", "vtoonify_t_fill", "vtoonify.pt")):
@@ -43,13 +59,8 @@ def write_fill_checkpoints(out: Path, n_styles: int = 8) -> Path:
     rng = np.random.default_rng(0)
     save_exstyle_codes(out / "vtoonify_d_fill" / "exstyle_code.npy",
                        {f"style{i:03d}.jpg": rng.standard_normal((1, 18, 512)).astype(np.float32) for i in range(n_styles)})
-    with torch.device("meta"):
-        encoder = GradualStyleEncoder(50, "ir_se")
-    encoder = fill_module(encoder.to_empty(device="cpu"), TABLES / "fill_psp_encoder.tsv")
-    torch.save({"opts": {"input_nc": 3, "output_size": 1024}, "latent_avg": torch.zeros(18, 512),
-                "state_dict": {"encoder." + k: v for k, v in encoder.state_dict().items()}}, out / "encoder.pt")
-    del encoder
-    torch.save(fill_module(BiSeNet(19), TABLES / "fill_bisenet.tsv").state_dict(), out / "faceparsing.pth")
+    write_fill_style_encoder(out / "encoder.pt")
+    write_fill_face_parser(out / "faceparsing.pth")
     return out
 
 

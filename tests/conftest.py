@@ -58,16 +58,7 @@ def _deterministic():
 @pytest.fixture(scope="session")
 def frozen_helpers(tmp_path_factory) -> dict[str, Path]:
     """Released-size pSp ``encoder.pt`` and BiSeNet ``faceparsing.pth`` with fill-rule weights (written once)."""
-    from model.bisenet.model import BiSeNet
-    from model.encoder.encoders.psp_encoders import GradualStyleEncoder
-    from model.fill import fill_module
+    from benchmarks.make_fill_checkpoints import write_fill_face_parser, write_fill_style_encoder
 
     root = tmp_path_factory.mktemp("frozen_helpers")
-    with torch.device("meta"):
-        enc = GradualStyleEncoder(50, "ir_se")
-    enc = fill_module(enc.to_empty(device="cpu"), GOLDEN / "fill_psp_encoder.tsv")
-    torch.save({"opts": {"input_nc": 3, "output_size": 1024}, "latent_avg": torch.zeros(18, 512),
-                "state_dict": {"encoder." + k: v for k, v in enc.state_dict().items()}}, root / "encoder.pt")
-    del enc
-    torch.save(fill_module(BiSeNet(19), GOLDEN / "fill_bisenet.tsv").state_dict(), root / "faceparsing.pth")
-    return {"encoder": root / "encoder.pt", "faceparsing": root / "faceparsing.pth"}
+    return {"encoder": write_fill_style_encoder(root / "encoder.pt"), "faceparsing": write_fill_face_parser(root / "faceparsing.pth")}
