@@ -28,6 +28,7 @@ import torch
 from pipeline.faces import DEFAULT_PADDING, CropParams, FaceDetector, align_face, apply_crop, crop_parameters, select_face
 from pipeline.styles import fit_rows
 from pipeline.stylize import STRUCTURE_ROWS, NoFaceError, VToonifyPipeline, frames_to_tensor, tensor_to_frames
+from pipeline.video import VideoReader
 
 __all__ = [
     "BaselineFrame",
@@ -43,8 +44,6 @@ __all__ = [
 
 def read_frames(path: str | os.PathLike, max_frames: int | None = None, start: int = 0, stride: int = 1) -> list[np.ndarray]:
     """RGB ``uint8`` frames ``start, start + stride, ...`` of a video, at most ``max_frames`` of them."""
-    from pipeline.video import VideoReader
-
     if start < 0 or stride < 1 or (max_frames is not None and max_frames < 1):
         raise ValueError(f"need start >= 0, stride >= 1 and max_frames >= 1, got {start}, {stride}, {max_frames}")
     with VideoReader(path) as reader:
@@ -56,29 +55,27 @@ def read_frames(path: str | os.PathLike, max_frames: int | None = None, start: i
 
 @dataclass(frozen=True)
 class FaceCrop:
-    """The face that fixes a crop: ``frame`` cropped, the ``params`` (``None`` = frames used as they
-    are), the landmarks in ``frame``'s coordinates and the ``index`` of the frame they come from."""
+    """The face that fixes a crop: ``frame`` rescaled and cropped by ``params``, the face's landmarks in
+    ``frame``'s coordinates and the ``index`` of the frame it was found in."""
 
     frame: np.ndarray
-    params: CropParams | None
+    params: CropParams
     landmarks: np.ndarray
     index: int
 
     def apply(self, frame: np.ndarray) -> np.ndarray:
-        """Crop another frame of the same video the same way."""
-        return apply_crop(frame, self.params) if self.params is not None else frame
+        """Rescale and crop another frame of the same video the same way."""
+        return apply_crop(frame, self.params)
 
 
-def find_face_crop(detector: FaceDetector, frames: Iterable[np.ndarray], padding: Sequence[int] = DEFAULT_PADDING,
-                   scale_image: bool = True) -> FaceCrop:
-    """The crop of the first frame with a face (largest face; rescaled to a 64 px eye distance and
-    cropped with ``padding`` when ``scale_image``). Raises :class:`NoFaceError` if no frame has one."""
+def find_face_crop(detector: FaceDetector, frames: Iterable[np.ndarray], padding: Sequence[int] = DEFAULT_PADDING) -> FaceCrop:
+    """The crop of the first frame with a face (the largest face), rescaled to a 64 px eye distance and
+    cropped with ``padding`` as ``style_transfer.py --scale_image`` does. Raises :class:`NoFaceError`
+    if no frame has a face."""
     for index, frame in enumerate(frames):
         face = select_face(detector.detect(frame))
         if face is None:
             continue
-        if not scale_image:
-            return FaceCrop(frame, None, face.landmarks, index)
         params = crop_parameters(frame, face.landmarks, padding)
         # landmarks of the original frame -> pixels of the rescaled frame -> the crop
         scale = np.array([params.w / frame.shape[1], params.h / frame.shape[0]])

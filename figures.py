@@ -1,0 +1,537 @@
+"""Make the paper's kinds of figures from any set of VToonify checkpoints.
+
+Every subcommand writes PNG sheets of labelled panels (and, for ``video``, an animated GIF and an
+MP4) to ``--output_dir`` (default ``output/figures/``) and prints the paths it wrote::
+
+    python figures.py degree    --content photo.jpg --ckpt checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt --style_id 26
+    python figures.py styles    --content a.jpg b.jpg --style_ids 0 26 64 153 299
+    python figures.py color     --content photo.jpg --ckpt_color checkpoint/vtoonify_d_cartoon/vtoonify_s_d_c.pt \\
+                                --ckpt_nocolor checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt
+    python figures.py backbones --content a.jpg b.jpg --ckpt checkpoint/vtoonify_t_cartoon/vtoonify.pt \\
+                                --ckpt checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt --label "VToonify-T" --label "VToonify-D"
+    python figures.py video     --content clip.mp4 --frames 16 --strip_frames 6
+    python figures.py baseline  --content clip.mp4 --frames 6
+    python figures.py all       --image a.jpg b.jpg --video clip.mp4
+
+Panels show the face crop that VToonify works on (rescaled to a 64 px eye distance and cropped with
+``--padding``, as ``style_transfer.py --scale_image`` does) and the outputs, all scaled to
+``--panel`` pixels high. Each checkpoint is loaded once per command (``all`` too, as long as the models
+a figure needs were the last ones used: at most two pipelines are kept loaded).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.checkpoint import CheckpointError
+from pipeline.clips import FaceCrop, PerFrameBaseline, crop_content_code, find_face_crop, mix_exstyle, read_frames
+from pipeline.download import guess_style_from_path, missing_file_message
+from pipeline.faces import DEFAULT_PADDING, load_rgb
+from pipeline.sheets import fit_height, grid, panel, text_image
+from pipeline.styles import StyleCodeError
+from pipeline.stylize import NoFaceError, VToonifyPipeline, atomic_imwrite
+from pipeline.video import VideoWriter, probe
+
+__all__ = [
+    "Layout",
+    "PipelineCache",
+    "backbones_figure",
+    "baseline_figure",
+    "build_parser",
+    "color_figures",
+    "degree_figure",
+    "main",
+    "styles_figure",
+    "video_figures",
+]
+
+D_CKPT = "./checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt"
+D_COLOR_CKPT = "./checkpoint/vtoonify_d_cartoon/vtoonify_s_d_c.pt"
+T_CKPT = "./checkpoint/vtoonify_t_cartoon/vtoonify.pt"
+DEGREES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+# ------------------------------------------------------------------------------------------ models
+class PipelineCache:
+    """Loads each checkpoint once and keeps the ``capacity`` most recently used pipelines (a figure needs
+    at most two models at a time; each pipeline holds its own ~1 GB pSp encoder)."""
+
+    def __init__(self, style_encoder_path: str, faceparsing_path: str, device: str = "auto", dtype: str | None = None,
+                 capacity: int = 2):
+        self.style_encoder_path, self.faceparsing_path = style_encoder_path, faceparsing_path
+        self.device, self.dtype, self.capacity = device, dtype, capacity
+        self._pipes: OrderedDict[tuple[str, str | None], VToonifyPipeline] = OrderedDict()
+
+    def get(self, ckpt: str, exstyle_path: str | None = None) -> VToonifyPipeline:
+        """The :class:`~pipeline.stylize.VToonifyPipeline` of ``ckpt`` (backbone read from the file)."""
+        key = (os.path.realpath(ckpt), exstyle_path)
+        if key in self._pipes:
+            self._pipes.move_to_end(key)
+            return self._pipes[key]
+        backbone, style = guess_style_from_path(ckpt) or (None, None)
+        for path in (ckpt, self.style_encoder_path, self.faceparsing_path):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(missing_file_message(path, backbone=backbone, style=style))
+        while len(self._pipes) >= self.capacity:
+            self._pipes.popitem(last=False)
+        self._pipes[key] = VToonifyPipeline(ckpt, style_encoder_path=self.style_encoder_path,
+                                            faceparsing_path=self.faceparsing_path, exstyle_path=exstyle_path,
+                                            device=self.device, dtype=self.dtype)
+        return self._pipes[key]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How inputs are cropped (``padding`` around the eyes, as ``style_transfer.py --scale_image``) and
+    how high each panel of a sheet is drawn."""
+
+    padding: Sequence[int] = DEFAULT_PADDING
+    panel_height: int = 256
+
+    def panel(self, image: np.ndarray, text: str) -> np.ndarray:
+        return panel(image, text, self.panel_height)
+
+
+def _require_backbone(pipe: VToonifyPipeline, backbone: str, what: str) -> None:
+    if pipe.backbone != backbone:
+        name = "VToonify-D (dualstylegan)" if backbone == "dualstylegan" else "VToonify-T (toonify)"
+        raise ValueError(f"the {what} figure needs a {name} checkpoint")
+
+
+# ---------------------------------------------------------------------------------------- helpers
+class _Portrait:
+    """One face crop prepared for one pipeline: its content code is computed once."""
+
+    def __init__(self, pipe: VToonifyPipeline, crop: FaceCrop):
+        self.pipe, self.crop = pipe, crop
+        self.content = crop_content_code(pipe, crop)
+
+    def style(self, style_id: int, color_transfer: bool = False) -> torch.Tensor:
+        return mix_exstyle(self.pipe, self.content, style_id, color_transfer)
+
+    def stylize(self, style: torch.Tensor, style_degree: float) -> np.ndarray:
+        return self.pipe.stylize_frames([self.crop.frame], style, style_degree)[0]
+
+
+def _crop(pipe: VToonifyPipeline, image: np.ndarray, layout: Layout) -> FaceCrop:
+    return find_face_crop(pipe.detector, [image], layout.padding)
+
+
+def _default_style_ids(pipe: VToonifyPipeline, count: int = 6) -> list[int]:
+    return sorted({round(float(i)) for i in np.linspace(0, pipe.num_styles - 1, min(count, pipe.num_styles))})
+
+
+def _with_exemplar(output: np.ndarray, pipe: VToonifyPipeline, style_id: int, style_dir: str | None) -> np.ndarray:
+    """``output`` with the exemplar image of ``style_id`` (``style_dir/<name in the exstyle file>``, when
+    it exists) inset in its bottom-right corner, a quarter of its height."""
+    if style_dir is None:
+        return output
+    path = Path(style_dir) / list(pipe.exstyles)[style_id]
+    if not path.is_file():
+        return output
+    h, w = output.shape[:2]
+    inset = fit_height(load_rgb(path), max(8, h // 4))[:, : w // 2]
+    out = output.copy()
+    border = max(2, h // 200)
+    out[h - inset.shape[0] - border:, w - inset.shape[1] - border:] = 255
+    out[h - inset.shape[0]:, w - inset.shape[1]:] = inset
+    return out
+
+
+def _no_face_panel(size: int) -> np.ndarray:
+    tile = text_image("no face", size, size)
+    tile[tile.sum(-1) == 3 * 255] = 200
+    return tile
+
+
+def _stylize_clip(pipe: VToonifyPipeline, frames: Sequence[np.ndarray], style_id: int, style_degree: float,
+                  color_transfer: bool, layout: Layout) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``(crops, outputs)`` of VToonify on ``frames`` with the crop and style code of the first face, as
+    ``VToonifyPipeline.stylize_video`` stylises a video."""
+    crop = find_face_crop(pipe.detector, frames, layout.padding)
+    style = _Portrait(pipe, crop).style(style_id, color_transfer)
+    crops = [crop.apply(f) for f in frames]
+    return crops, [pipe.stylize_frames([c], style, style_degree)[0] for c in crops]
+
+
+# ---------------------------------------------------------------------------------------- figures
+def degree_figure(pipe: VToonifyPipeline, image: np.ndarray, style_id: int = 26, *, degrees: Sequence[float] = DEGREES,
+                  color_transfer: bool = False, layout: Layout = Layout()) -> np.ndarray:
+    """One row: the input, then VToonify-D outputs at each style degree."""
+    _require_backbone(pipe, "dualstylegan", "style degree")
+    portrait = _Portrait(pipe, _crop(pipe, image, layout))
+    style = portrait.style(style_id, color_transfer)
+    row = [layout.panel(portrait.crop.frame, "input")]
+    row += [layout.panel(portrait.stylize(style, d), f"degree {d:.2f}") for d in degrees]
+    return grid([row])
+
+
+def styles_figure(pipe: VToonifyPipeline, images: Sequence[np.ndarray], style_ids: Sequence[int], *,
+                  style_degree: float = 0.5, color_transfer: bool = False, columns: int = 4, style_dir: str | None = None,
+                  layout: Layout = Layout()) -> np.ndarray:
+    """Exemplar-based style transfer. One input: the input, then its outputs for every style id,
+    ``columns`` outputs per row; several inputs: one row per input, one column per style."""
+    _require_backbone(pipe, "dualstylegan", "exemplar styles")
+    rows = []
+    for image in images:
+        portrait = _Portrait(pipe, _crop(pipe, image, layout))
+        row = [layout.panel(portrait.crop.frame, "input")]
+        for sid in style_ids:
+            out = portrait.stylize(portrait.style(sid, color_transfer), style_degree)
+            row.append(layout.panel(_with_exemplar(out, pipe, sid, style_dir), f"style {sid}"))
+        rows.append(row)
+    if len(rows) == 1:
+        row = rows[0]
+        rows = [row[: columns + 1]] + [row[i: i + columns] for i in range(columns + 1, len(row), columns)]
+    return grid(rows)
+
+
+def color_figures(pipe_color: VToonifyPipeline, pipe_nocolor: VToonifyPipeline, images: Sequence[np.ndarray],
+                  style_ids: Sequence[int], *, style_degree: float = 0.5, steps: int = 5,
+                  layout: Layout = Layout()) -> tuple[np.ndarray, np.ndarray]:
+    """Colour: ``(comparison, interpolation)`` sheets, one row per (input, style).
+
+    * comparison: input | colour-preserving model | colour-transfer model with ``color_transfer``;
+    * interpolation: input | colour-transfer model with the colour rows (7 .. 17) of the style code
+      moved from the content's own code (0) to the exemplar's (1) in ``steps`` steps.
+    """
+    for pipe in (pipe_color, pipe_nocolor):
+        _require_backbone(pipe, "dualstylegan", "colour")
+    if steps < 2:
+        raise ValueError(f"colour interpolation needs at least 2 steps, got {steps}")
+    comparison, interpolation = [], []
+    for image in images:
+        crop = _crop(pipe_color, image, layout)
+        kept, transferred = _Portrait(pipe_nocolor, crop), _Portrait(pipe_color, crop)
+        source = layout.panel(crop.frame, "input")
+        for sid in style_ids:
+            own, exemplar = transferred.style(sid, False), transferred.style(sid, True)
+            comparison.append([
+                source,
+                layout.panel(kept.stylize(kept.style(sid, False), style_degree), f"style {sid}: colour kept"),
+                layout.panel(transferred.stylize(exemplar, style_degree), f"style {sid}: colour transfer"),
+            ])
+            row = [source]
+            for a in np.linspace(0.0, 1.0, steps):
+                mixed = own + float(a) * (exemplar - own)
+                row.append(layout.panel(transferred.stylize(mixed, style_degree), f"style {sid}: colour {a:.2f}"))
+            interpolation.append(row)
+    return grid(comparison), grid(interpolation)
+
+
+def backbones_figure(models: Sequence[tuple[str, VToonifyPipeline, int]], images: Sequence[np.ndarray], *,
+                     style_degree: float = 0.5, color_transfer: bool = False, layout: Layout = Layout()) -> np.ndarray:
+    """One row per input: the input, then one column per model ``(label, pipeline, style_id)``."""
+    rows = []
+    for image in images:
+        crop = _crop(models[0][1], image, layout)
+        row = [layout.panel(crop.frame, "input")]
+        for label, pipe, sid in models:
+            portrait = _Portrait(pipe, crop)
+            row.append(layout.panel(portrait.stylize(portrait.style(sid, color_transfer), style_degree), label))
+        rows.append(row)
+    return grid(rows)
+
+
+def video_figures(pipe: VToonifyPipeline, frames: Sequence[np.ndarray], style_id: int = 26, *, style_degree: float = 0.5,
+                  color_transfer: bool = False, strip_frames: int = 6, numbers: Sequence[int] | None = None,
+                  layout: Layout = Layout()) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(strip, animation)``: the first ``strip_frames`` input crops above their outputs, and every
+    frame as input | output side by side, one panel high. ``numbers`` label the frames (default 0, 1, ...)."""
+    crops, outputs = _stylize_clip(pipe, frames, style_id, style_degree, color_transfer, layout)
+    numbers = list(numbers) if numbers is not None else list(range(len(frames)))
+    shown = range(min(strip_frames, len(frames)))
+    strip = grid([[layout.panel(crops[i], f"input #{numbers[i]}") for i in shown],
+                  [layout.panel(outputs[i], f"VToonify #{numbers[i]}") for i in shown]])
+    height = layout.panel_height
+    animation = [np.concatenate([fit_height(c, height), fit_height(o, height)], axis=1) for c, o in zip(crops, outputs)]
+    return strip, animation
+
+
+def baseline_figure(pipe: VToonifyPipeline, frames: Sequence[np.ndarray], style_id: int = 26, *, style_degree: float = 0.5,
+                    color_transfer: bool = False, baseline_size: int = 256, numbers: Sequence[int] | None = None,
+                    layout: Layout = Layout()) -> np.ndarray:
+    """Four rows over consecutive frames: VToonify's input crop and output, then the per-frame baseline's
+    aligned face and output (:class:`pipeline.clips.PerFrameBaseline`)."""
+    crops, outputs = _stylize_clip(pipe, frames, style_id, style_degree, color_transfer, layout)
+    baseline = PerFrameBaseline(pipe, baseline_size)
+    results = [baseline(f, style_id, style_degree, color_transfer) for f in frames]
+    numbers = list(numbers) if numbers is not None else list(range(len(frames)))
+    missing = _no_face_panel(baseline_size)
+    return grid([
+        [layout.panel(c, f"input #{n}") for c, n in zip(crops, numbers)],
+        [layout.panel(o, f"VToonify #{n}") for o, n in zip(outputs, numbers)],
+        [layout.panel(r.aligned if r else missing, f"aligned #{n}") for r, n in zip(results, numbers)],
+        [layout.panel(r.output if r else missing, f"per-frame #{n}") for r, n in zip(results, numbers)],
+    ])
+
+
+# ----------------------------------------------------------------------------------------- output
+def _save_png(path: Path, image: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_imwrite(path, image)
+    return path
+
+
+def _save_gif(path: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial.gif")
+    try:
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _save_mp4(path: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with VideoWriter(path, fps, frames[0].shape[1], frames[0].shape[0]) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return path
+
+
+def _load_images(paths: Sequence[str]) -> list[np.ndarray]:
+    images = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"content not found: {path}")
+        try:
+            images.append(load_rgb(path))
+        except OSError as e:
+            raise ValueError(f"cannot read {path} as an image ({e})") from e
+    return images
+
+
+# -------------------------------------------------------------------------------------- commands
+def _layout(args: argparse.Namespace) -> Layout:
+    return Layout(tuple(args.padding), args.panel)
+
+
+def _out(args: argparse.Namespace, kind: str, content: str, suffix: str = ".png") -> Path:
+    """``<output_dir>/<kind>_<name><suffix>``, the name being ``--name`` or the content's file name."""
+    return Path(args.output_dir) / f"{kind}_{args.name or Path(content).stem}{suffix}"
+
+
+def _cmd_degree(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
+    pipe = cache.get(args.ckpt, args.exstyle_path)
+    sheet = degree_figure(pipe, _load_images([args.content])[0], args.style_id, degrees=args.degrees,
+                          color_transfer=args.color_transfer, layout=_layout(args))
+    return [_save_png(_out(args, "degree", args.content), sheet)]
+
+
+def _cmd_styles(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
+    pipe = cache.get(args.ckpt, args.exstyle_path)
+    sheet = styles_figure(pipe, _load_images(args.content), args.style_ids or _default_style_ids(pipe),
+                          style_degree=args.style_degree, color_transfer=args.color_transfer, columns=args.columns,
+                          style_dir=args.style_dir, layout=_layout(args))
+    return [_save_png(_out(args, "styles", args.content[0]), sheet)]
+
+
+def _cmd_color(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
+    pipe_color = cache.get(args.ckpt_color, args.exstyle_path)
+    pipe_nocolor = cache.get(args.ckpt_nocolor, args.exstyle_path)
+    comparison, interpolation = color_figures(pipe_color, pipe_nocolor, _load_images(args.content),
+                                              args.style_ids or _default_style_ids(pipe_color, 3),
+                                              style_degree=args.style_degree, steps=args.steps, layout=_layout(args))
+    return [_save_png(_out(args, "color", args.content[0]), comparison),
+            _save_png(_out(args, "color_interp", args.content[0]), interpolation)]
+
+
+def _cmd_backbones(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
+    labels, style_ids = args.label or [], args.style_id or [26]
+    if labels and len(labels) != len(args.ckpt):
+        raise ValueError(f"give one --label per --ckpt ({len(args.ckpt)}), got {len(labels)}")
+    if len(style_ids) not in (1, len(args.ckpt)):
+        raise ValueError(f"give one --style_id for all checkpoints or one per --ckpt ({len(args.ckpt)}), got {len(style_ids)}")
+    models = []
+    for k, ckpt in enumerate(args.ckpt):
+        pipe = cache.get(ckpt)
+        sid = style_ids[k if len(style_ids) > 1 else 0]
+        if labels:
+            label = labels[k]
+        elif pipe.backbone == "dualstylegan":
+            label = f"VToonify-D {Path(ckpt).parent.name} #{sid}"
+        else:
+            label = f"VToonify-T {Path(ckpt).parent.name}"
+        models.append((label, pipe, sid))
+    sheet = backbones_figure(models, _load_images(args.content), style_degree=args.style_degree,
+                             color_transfer=args.color_transfer, layout=_layout(args))
+    return [_save_png(_out(args, "backbones", args.content[0]), sheet)]
+
+
+def _clip(args: argparse.Namespace) -> tuple[list[np.ndarray], list[int], float]:
+    """The frames of ``--content`` selected by ``--start/--frames/--stride``, their numbers and frame rate."""
+    if not os.path.isfile(args.content):
+        raise FileNotFoundError(f"content not found: {args.content}")
+    frames = read_frames(args.content, args.frames, args.start, args.stride)
+    numbers = [args.start + i * args.stride for i in range(len(frames))]
+    return frames, numbers, probe(args.content).fps / args.stride
+
+
+def _cmd_video(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
+    pipe = cache.get(args.ckpt, args.exstyle_path)
+    frames, numbers, fps = _clip(args)
+    strip, animation = video_figures(pipe, frames, args.style_id, style_degree=args.style_degree,
+                                     color_transfer=args.color_transfer, strip_frames=args.strip_frames, numbers=numbers,
+                                     layout=_layout(args))
+    return [_save_png(_out(args, "video", args.content, "_strip.png"), strip),
+            _save_gif(_out(args, "video", args.content, ".gif"), animation, fps),
+            _save_mp4(_out(args, "video", args.content, ".mp4"), animation, fps)]
+
+
+def _cmd_baseline(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
+    pipe = cache.get(args.ckpt, args.exstyle_path)
+    frames, numbers, _ = _clip(args)
+    sheet = baseline_figure(pipe, frames, args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
+                            baseline_size=args.baseline_size, numbers=numbers, layout=_layout(args))
+    return [_save_png(_out(args, "baseline", args.content), sheet)]
+
+
+def _cmd_all(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
+    """Every figure: the images for degree/styles/color/backbones, the video for video/baseline; each
+    subcommand is run with the command line it would get on its own, sharing the loaded models."""
+    shared = ["--output_dir", args.output_dir, "--padding", *map(str, args.padding), "--panel", str(args.panel)]
+    shared += ["--name", args.name] if args.name else []
+    degree = ["--style_degree", str(args.style_degree)]
+    ids = ["--style_ids", *map(str, args.style_ids)] if args.style_ids else []
+    color_ids = ["--style_ids", *map(str, args.style_ids[:3])] if args.style_ids else []
+    style_dir = ["--style_dir", args.style_dir] if args.style_dir else []
+    clip = ["--content", args.video, "--ckpt", args.ckpt_d, "--style_id", str(args.style_id), "--start", str(args.start),
+            "--stride", str(args.stride), *degree]
+    runs = [
+        ["degree", "--content", args.image[0], "--ckpt", args.ckpt_d, "--style_id", str(args.style_id)],
+        ["styles", "--content", *args.image, "--ckpt", args.ckpt_d, *ids, *style_dir, *degree],
+        ["color", "--content", *args.image, "--ckpt_color", args.ckpt_color, "--ckpt_nocolor", args.ckpt_d, *color_ids,
+         *degree],
+        ["backbones", "--content", *args.image, "--ckpt", args.ckpt_t, "--ckpt", args.ckpt_d, "--style_id", str(args.style_id),
+         *degree],
+        ["video", *clip, "--frames", str(args.frames), "--strip_frames", str(args.strip_frames)],
+        ["baseline", *clip, "--frames", str(min(args.frames, args.strip_frames))],
+    ]
+    parser = build_parser()
+    paths = []
+    for argv in runs:
+        sub_args = parser.parse_args(argv + shared)
+        paths += _COMMANDS[sub_args.command](sub_args, cache)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--output_dir", default="./output/figures/", help="folder of the figures")
+    common.add_argument("--name", default=None, help="base of the file names (default: the first content's name)")
+    common.add_argument("--style_encoder_path", default="./checkpoint/encoder.pt", help="pSp style encoder")
+    common.add_argument("--faceparsing_path", default="./checkpoint/faceparsing.pth", help="BiSeNet face parser")
+    common.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+    common.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="VToonify precision")
+    common.add_argument("--padding", type=int, nargs=4, default=list(DEFAULT_PADDING),
+                        metavar=("LEFT", "RIGHT", "TOP", "BOTTOM"),
+                        help="pixels kept around the eye centre after rescaling (as style_transfer.py)")
+    common.add_argument("--panel", type=int, default=256, help="height of each panel in pixels")
+    style = argparse.ArgumentParser(add_help=False)
+    style.add_argument("--style_degree", type=float, default=0.5, help="style degree (VToonify-D)")
+    style.add_argument("--color_transfer", action="store_true", help="transfer the exemplar's colour too (VToonify-D)")
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--ckpt", default=D_CKPT, help="VToonify checkpoint")
+    model.add_argument("--exstyle_path", default=None, help="exemplar style codes (default: exstyle_code.npy next to --ckpt)")
+    clip = argparse.ArgumentParser(add_help=False)
+    clip.add_argument("--content", required=True, help="input video")
+    clip.add_argument("--style_id", type=int, default=26, help="exemplar style (VToonify-D)")
+    clip.add_argument("--start", type=int, default=0, help="first frame")
+    clip.add_argument("--stride", type=int, default=1, help="take every n-th frame")
+
+    p = argparse.ArgumentParser(description="Make the paper's kinds of figures from VToonify checkpoints.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    s = sub.add_parser("degree", parents=[common, model], formatter_class=fmt,
+                       help="one input across style degrees (VToonify-D)")
+    s.add_argument("--content", required=True, help="input image")
+    s.add_argument("--style_id", type=int, default=26, help="exemplar style")
+    s.add_argument("--degrees", type=float, nargs="+", default=list(DEGREES), help="style degrees, one panel each")
+    s.add_argument("--color_transfer", action="store_true", help="transfer the exemplar's colour too")
+
+    s = sub.add_parser("styles", parents=[common, model, style], formatter_class=fmt,
+                       help="inputs x exemplar styles (VToonify-D)")
+    s.add_argument("--content", nargs="+", required=True, help="input image(s)")
+    s.add_argument("--style_ids", type=int, nargs="+", default=None, help="exemplar styles (default: 6 spread over the file)")
+    s.add_argument("--columns", type=int, default=4, help="style panels per row when there is one input")
+    s.add_argument("--style_dir", default=None, help="folder of the exemplar images, inset into the outputs when found")
+
+    s = sub.add_parser("color", parents=[common], formatter_class=fmt, help="colour kept vs transferred, colour interpolation")
+    s.add_argument("--content", nargs="+", required=True, help="input image(s)")
+    s.add_argument("--ckpt_color", default=D_COLOR_CKPT, help="VToonify-D model trained for colour transfer (*_c.pt)")
+    s.add_argument("--ckpt_nocolor", default=D_CKPT, help="VToonify-D model that keeps the colours")
+    s.add_argument("--exstyle_path", default=None, help="exemplar style codes (default: exstyle_code.npy next to each model)")
+    s.add_argument("--style_ids", type=int, nargs="+", default=None, help="exemplar styles (default: 3 spread over the file)")
+    s.add_argument("--style_degree", type=float, default=0.5, help="style degree")
+    s.add_argument("--steps", type=int, default=5, help="colour interpolation steps")
+
+    s = sub.add_parser("backbones", parents=[common, style], formatter_class=fmt,
+                       help="several models (VToonify-T/-D, styles) on the same inputs")
+    s.add_argument("--content", nargs="+", required=True, help="input image(s)")
+    s.add_argument("--ckpt", action="append", required=True, help="a VToonify checkpoint (repeat for each column)")
+    s.add_argument("--label", action="append", default=None, help="column label (repeat, one per --ckpt)")
+    s.add_argument("--style_id", type=int, action="append", default=None,
+                   help="exemplar style of VToonify-D models (once for all, or once per --ckpt; default 26)")
+
+    s = sub.add_parser("video", parents=[common, model, style, clip], formatter_class=fmt,
+                       help="input/output strip of consecutive frames, GIF and MP4 preview")
+    s.add_argument("--frames", type=int, default=16, help="frames to stylise (the animation)")
+    s.add_argument("--strip_frames", type=int, default=6, help="frames shown in the strip")
+
+    s = sub.add_parser("baseline", parents=[common, model, style, clip], formatter_class=fmt,
+                       help="VToonify vs the per-frame image toonification baseline")
+    s.add_argument("--frames", type=int, default=6, help="consecutive frames to show")
+    s.add_argument("--baseline_size", type=int, default=256, help="side of the baseline's aligned faces")
+
+    s = sub.add_parser("all", parents=[common], formatter_class=fmt, help="every figure")
+    s.add_argument("--image", nargs="+", required=True, help="input image(s); the first one for the degree figure")
+    s.add_argument("--video", required=True, help="input video")
+    s.add_argument("--ckpt_d", default=D_CKPT, help="VToonify-D model")
+    s.add_argument("--ckpt_color", default=D_COLOR_CKPT, help="VToonify-D colour-transfer model")
+    s.add_argument("--ckpt_t", default=T_CKPT, help="VToonify-T model")
+    s.add_argument("--style_id", type=int, default=26, help="exemplar style of the degree, backbone and video figures")
+    s.add_argument("--style_ids", type=int, nargs="+", default=None, help="exemplar styles of the style and colour figures")
+    s.add_argument("--style_dir", default=None, help="folder of the exemplar images")
+    s.add_argument("--style_degree", type=float, default=0.5, help="style degree")
+    s.add_argument("--start", type=int, default=0, help="first video frame")
+    s.add_argument("--stride", type=int, default=1, help="take every n-th video frame")
+    s.add_argument("--frames", type=int, default=16, help="video frames to stylise")
+    s.add_argument("--strip_frames", type=int, default=6, help="video frames in the strip and the baseline figure")
+    return p
+
+
+_COMMANDS = {"degree": _cmd_degree, "styles": _cmd_styles, "color": _cmd_color, "backbones": _cmd_backbones,
+             "video": _cmd_video, "baseline": _cmd_baseline, "all": _cmd_all}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cache = PipelineCache(args.style_encoder_path, args.faceparsing_path, args.device, args.dtype)
+    try:
+        paths = _COMMANDS[args.command](args, cache)
+    except (FileNotFoundError, NoFaceError, CheckpointError, StyleCodeError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
