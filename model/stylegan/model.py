@@ -229,6 +229,8 @@ class ModulatedConv2d(nn.Module):
             k = weight.shape[-1]
             w = weight.view(groups, -1, weight.shape[1], k, k).transpose(1, 2).reshape(-1, weight.shape[0] // groups, k, k)
             out = conv2d_gradfix.conv_transpose2d(x, w, padding=0, stride=2, groups=groups)
+            if x.is_contiguous(memory_format=torch.channels_last):  # some backends return NCHW; keep the layout
+                out = out.contiguous(memory_format=torch.channels_last)
             return self.blur(out)
         if self.downsample:
             return conv2d_gradfix.conv2d(self.blur(x), weight, padding=0, stride=2, groups=groups)
@@ -255,6 +257,8 @@ class ModulatedConv2d(nn.Module):
             demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + self.eps)
             weight = weight * demod.view(batch, self.out_channel, 1, 1, 1)
         weight = weight.view(batch * self.out_channel, in_channel, self.kernel_size, self.kernel_size)
+        if batch == 1:  # (reshaping a 1-sample channels-last tensor would change its batch stride and layout)
+            return self._resample_conv(input, weight, groups=1)
         out = self._resample_conv(input.reshape(1, batch * in_channel, height, width), weight, groups=batch)
         return out.view(batch, self.out_channel, out.shape[-2], out.shape[-1])
 
