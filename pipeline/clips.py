@@ -25,7 +25,16 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.faces import DEFAULT_PADDING, CropParams, FaceDetector, align_face, apply_crop, crop_parameters, select_face
+from pipeline.faces import (
+    DEFAULT_PADDING,
+    CropParams,
+    FaceDetector,
+    align_face,
+    apply_crop,
+    crop_parameters,
+    landmarks_in_crop,
+    select_face,
+)
 from pipeline.styles import fit_rows
 from pipeline.stylize import STRUCTURE_ROWS, NoFaceError, VToonifyPipeline, frames_to_tensor, tensor_to_frames
 from pipeline.video import VideoReader
@@ -77,10 +86,7 @@ def find_face_crop(detector: FaceDetector, frames: Iterable[np.ndarray], padding
         if face is None:
             continue
         params = crop_parameters(frame, face.landmarks, padding)
-        # landmarks of the original frame -> pixels of the rescaled frame -> the crop
-        scale = np.array([params.w / frame.shape[1], params.h / frame.shape[0]])
-        landmarks = (face.landmarks + 0.5) * scale - 0.5 - [params.left, params.top]
-        return FaceCrop(apply_crop(frame, params), params, landmarks, index)
+        return FaceCrop(apply_crop(frame, params), params, landmarks_in_crop(face.landmarks, frame, params), index)
     raise NoFaceError("no face found")
 
 

@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
+    "landmarks_in_crop",
     "LANDMARKS_ENV",
     "LANDMARKS_FILENAME",
     "CropParams",
@@ -367,6 +368,14 @@ def apply_crop(frame: np.ndarray, params: CropParams) -> np.ndarray:
         out = cv2.sepFilter2D(out, -1, _PREBLUR_KERNEL, _PREBLUR_KERNEL)
     out = cv2.resize(out, (params.w, params.h))
     return np.ascontiguousarray(out[params.top:params.bottom, params.left:params.right])
+
+
+def landmarks_in_crop(lm: np.ndarray, frame: np.ndarray, params: CropParams | None) -> np.ndarray:
+    """Map landmarks of ``frame`` into the pixel coordinates of its rescaled crop (``params``; None: unchanged)."""
+    if params is None:
+        return lm
+    scale = np.array([params.w / frame.shape[1], params.h / frame.shape[0]])
+    return (lm + 0.5) * scale - 0.5 - [params.left, params.top]
 
 
 def get_video_crop_parameter(

@@ -31,7 +31,16 @@ import torch.nn.functional as F
 
 from model.checkpoint import load_bisenet, load_vtoonify
 from model.encoder.psp import load_psp_standalone
-from pipeline.faces import DEFAULT_PADDING, CropParams, FaceDetector, align_face, apply_crop, crop_parameters, select_face
+from pipeline.faces import (
+    DEFAULT_PADDING,
+    CropParams,
+    FaceDetector,
+    align_face,
+    apply_crop,
+    crop_parameters,
+    landmarks_in_crop,
+    select_face,
+)
 from pipeline.styles import StyleCodeError, fit_rows, load_exstyle_codes
 
 __all__ = [
@@ -289,7 +298,7 @@ class VToonifyPipeline:
             raise NoFaceError("no face found in the image")
         params = crop_parameters(image, face.landmarks, padding) if scale_image else None
         frame = apply_crop(image, params) if params else image
-        style = self.style_code(frame, style_id, color_transfer, _landmarks_in_crop(face.landmarks, image, params))
+        style = self.style_code(frame, style_id, color_transfer, landmarks_in_crop(face.landmarks, image, params))
         return ImageResult(frame, self.stylize_frames([frame], style, style_degree)[0], params)
 
     # ------------------------------------------------------------------------------------------- video
@@ -304,7 +313,7 @@ class VToonifyPipeline:
                     continue
                 params = crop_parameters(frame, face.landmarks, padding) if scale_image else None
                 crop = apply_crop(frame, params) if params else frame
-                return index, params, crop, _landmarks_in_crop(face.landmarks, frame, params)
+                return index, params, crop, landmarks_in_crop(face.landmarks, frame, params)
         raise NoFaceError(f"{path}: no face found in any frame")
 
     def stylize_video(
@@ -419,14 +428,6 @@ class VToonifyPipeline:
                     queue.append((*pending.pop(j), smoothed.to(self.device, self.dtype)))
             flush(1)
         return VideoResult(in_path, out_path, written, float(info.fps), first, params)
-
-
-def _landmarks_in_crop(lm: np.ndarray, frame: np.ndarray, params: CropParams | None) -> np.ndarray:
-    """Map landmarks of ``frame`` into the coordinates of its rescaled crop."""
-    if params is None:
-        return lm
-    sx, sy = params.w / frame.shape[1], params.h / frame.shape[0]
-    return (lm + 0.5) * [sx, sy] - 0.5 - [params.left, params.top]
 
 
 def _load_parsing_maps(path: str | os.PathLike) -> np.ndarray:
