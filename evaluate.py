@@ -42,12 +42,10 @@ import numpy as np
 from metrics.identity import FaceEmbedder, identity_distance
 from metrics.runtime import RuntimeMonitor, RuntimeStats
 from metrics.temporal import STATIC_THRESHOLD, flicker_score, warping_errors
-from model.checkpoint import CheckpointError
 from pipeline.clips import PerFrameBaseline, find_face_crop, read_frames
 from pipeline.download import guess_style_from_path, missing_file_message
 from pipeline.sheets import bar_chart
-from pipeline.styles import StyleCodeError
-from pipeline.stylize import NoFaceError, VToonifyPipeline, atomic_imwrite
+from pipeline.stylize import USER_ERRORS, VToonifyPipeline, atomic_imwrite
 
 __all__ = ["MethodRun", "build_parser", "main", "markdown_table", "measure", "run_baseline", "run_vtoonify"]
 
@@ -263,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         paths, table = _run(args)
-    except (FileNotFoundError, NoFaceError, CheckpointError, StyleCodeError, ValueError, RuntimeError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(table)

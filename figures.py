@@ -32,13 +32,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.checkpoint import CheckpointError
 from pipeline.clips import FaceCrop, PerFrameBaseline, crop_content_code, find_face_crop, mix_exstyle, read_frames
 from pipeline.download import guess_style_from_path, missing_file_message
 from pipeline.faces import DEFAULT_PADDING, load_rgb
 from pipeline.sheets import fit_height, grid, panel, text_image
-from pipeline.styles import StyleCodeError
-from pipeline.stylize import NoFaceError, VToonifyPipeline, atomic_imwrite
+from pipeline.stylize import USER_ERRORS, VToonifyPipeline, atomic_imwrite
 from pipeline.video import VideoWriter, probe
 
 __all__ = [
@@ -525,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = PipelineCache(args.style_encoder_path, args.faceparsing_path, args.device, args.dtype)
     try:
         paths = _COMMANDS[args.command](args, cache)
-    except (FileNotFoundError, NoFaceError, CheckpointError, StyleCodeError, ValueError, RuntimeError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for path in paths:

@@ -143,14 +143,11 @@ def _run_sharded(args: argparse.Namespace, pipe, basename: str) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from model.checkpoint import CheckpointError
-    from pipeline.styles import StyleCodeError
-    from pipeline.stylize import NoFaceError
+    from pipeline.stylize import USER_ERRORS
 
-    expected = (FileNotFoundError, NoFaceError, CheckpointError, StyleCodeError, ValueError, RuntimeError)
     try:
         paths = _run(args)
-    except expected as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for path in paths:

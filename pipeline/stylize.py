@@ -45,6 +45,7 @@ from pipeline.styles import StyleCodeError, fit_rows, load_exstyle_codes
 
 __all__ = [
     "NoFaceError",
+    "USER_ERRORS",
     "VToonifyPipeline",
     "ImageResult",
     "VideoResult",
@@ -63,6 +64,17 @@ STRUCTURE_ROWS = 7  # W+ rows taken from the exemplar (structure); rows 7.. are 
 
 class NoFaceError(ValueError):
     """No face was found where one is needed."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from model.checkpoint import CheckpointError
+
+    # NoFaceError, StyleCodeError and VideoError are ValueErrors; CheckpointError is a RuntimeError.
+    return (FileNotFoundError, NoFaceError, CheckpointError, StyleCodeError, ValueError, RuntimeError)
+
+
+#: What the command-line tools report as a one-line ``error: ...`` with exit status 1 (no traceback).
+USER_ERRORS = _user_errors()
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
