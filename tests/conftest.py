@@ -62,3 +62,26 @@ def frozen_helpers(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("frozen_helpers")
     return {"encoder": write_fill_style_encoder(root / "encoder.pt"), "faceparsing": write_fill_face_parser(root / "faceparsing.pth")}
+
+
+def write_tiny_checkpoints(root: Path, style: str, n_styles: int = 3) -> dict[str, Path]:
+    """Tiny fill-rule VToonify-D (with ``n_styles`` exemplar codes) and VToonify-T in the released layout:
+    ``root/vtoonify_d_<style>/vtoonify_s_d.pt`` (+ ``exstyle_code.npy``) and ``root/vtoonify_t_<style>/vtoonify.pt``.
+
+    They keep the released level structure and style width (so the real pSp encoder's codes fit) with tiny
+    feature maps.
+    """
+    from model.fill import fill_module
+    from model.vtoonify import VToonify
+    from pipeline.styles import save_exstyle_codes
+
+    torch.manual_seed(0)
+    paths = {"d": root / f"vtoonify_d_{style}" / "vtoonify_s_d.pt", "t": root / f"vtoonify_t_{style}" / "vtoonify.pt"}
+    for key, backbone in (("d", "dualstylegan"), ("t", "toonify")):
+        paths[key].parent.mkdir(parents=True)
+        model = fill_module(VToonify(backbone=backbone, style_channels=512, channel_multiplier=1, channel_max=32))
+        torch.save({"g_ema": model.state_dict()}, paths[key])
+    rng = np.random.default_rng(0)
+    save_exstyle_codes(paths["d"].parent / "exstyle_code.npy",
+                       {f"style{i}.jpg": rng.standard_normal((1, 18, 512)).astype(np.float32) for i in range(n_styles)})
+    return paths

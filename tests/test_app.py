@@ -22,14 +22,11 @@ import cv2
 import gradio as gr
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from skimage import data as skdata
 
 import app
-from model.fill import fill_module
-from model.vtoonify import VToonify
-from pipeline.styles import save_exstyle_codes
+from conftest import write_tiny_checkpoints
 from pipeline.video import probe, synthesize_test_video
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,22 +36,11 @@ D_MODEL = "VToonify-D fillrule (vtoonify_s_d.pt)"
 T_MODEL = "VToonify-T fillrule (vtoonify.pt)"
 
 
-def _tiny_vtoonify(backbone: str) -> VToonify:
-    # Released level structure and style width (so the real pSp encoder's codes fit), tiny feature maps.
-    return fill_module(VToonify(backbone=backbone, style_channels=512, channel_multiplier=1, channel_max=32))
-
-
 @pytest.fixture(scope="module")
 def checkpoint_dir(tmp_path_factory, frozen_helpers) -> Path:
     """A checkpoint folder in the released layout with fill-rule VToonify-D and -T models."""
     root = tmp_path_factory.mktemp("app_checkpoint")
-    (root / "vtoonify_d_fillrule").mkdir()
-    torch.save({"g_ema": _tiny_vtoonify("dualstylegan").state_dict()}, root / "vtoonify_d_fillrule" / "vtoonify_s_d.pt")
-    rng = np.random.default_rng(0)
-    save_exstyle_codes(root / "vtoonify_d_fillrule" / "exstyle_code.npy",
-                       {f"style{i}.jpg": rng.standard_normal((1, 18, 512)).astype(np.float32) for i in range(N_STYLES)})
-    (root / "vtoonify_t_fillrule").mkdir()
-    torch.save({"g_ema": _tiny_vtoonify("toonify").state_dict()}, root / "vtoonify_t_fillrule" / "vtoonify.pt")
+    write_tiny_checkpoints(root, "fillrule", N_STYLES)
     (root / "encoder.pt").symlink_to(frozen_helpers["encoder"])
     (root / "faceparsing.pth").symlink_to(frozen_helpers["faceparsing"])
     return root

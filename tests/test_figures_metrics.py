@@ -23,14 +23,12 @@ from skimage import data as skdata
 
 import evaluate
 import figures
+from conftest import write_tiny_checkpoints
 from metrics.identity import SAME_PERSON_THRESHOLD, FaceEmbedder, identity_distance
 from metrics.runtime import RuntimeMonitor
 from metrics.temporal import consistency_mask, flicker_score, optical_flow, warping_error, warping_errors
-from model.fill import fill_module
-from model.vtoonify import VToonify
 from pipeline.clips import PerFrameBaseline, crop_content_code, find_face_crop, mix_exstyle, read_frames
 from pipeline.sheets import bar_chart, grid, panel
-from pipeline.styles import save_exstyle_codes
 from pipeline.stylize import VToonifyPipeline
 from pipeline.video import probe, synthesize_test_video
 
@@ -39,25 +37,14 @@ PANEL = 96
 COMMON = ["--device", "cpu", "--padding", "64", "64", "64", "64", "--panel", str(PANEL)]
 
 
-def _tiny_vtoonify(backbone: str) -> VToonify:
-    return fill_module(VToonify(backbone=backbone, style_channels=512, channel_multiplier=1, channel_max=32))
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, frozen_helpers) -> dict[str, Path]:
     """Tiny VToonify-D (also copied as a "colour" model) and VToonify-T in the released layout."""
     root = tmp_path_factory.mktemp("figure_models")
-    (root / "vtoonify_d_test").mkdir()
-    torch.save({"g_ema": _tiny_vtoonify("dualstylegan").state_dict()}, root / "vtoonify_d_test" / "vtoonify_s_d.pt")
-    rng = np.random.default_rng(0)
-    save_exstyle_codes(root / "vtoonify_d_test" / "exstyle_code.npy",
-                       {f"style{i}.jpg": rng.standard_normal((1, 18, 512)).astype(np.float32) for i in range(3)})
+    paths = write_tiny_checkpoints(root, "test", 3)
     shutil.copytree(root / "vtoonify_d_test", root / "vtoonify_d_color")
     (root / "vtoonify_d_color" / "vtoonify_s_d.pt").rename(root / "vtoonify_d_color" / "vtoonify_s_d_c.pt")
-    (root / "vtoonify_t_test").mkdir()
-    torch.save({"g_ema": _tiny_vtoonify("toonify").state_dict()}, root / "vtoonify_t_test" / "vtoonify.pt")
-    return {"d": root / "vtoonify_d_test" / "vtoonify_s_d.pt", "color": root / "vtoonify_d_color" / "vtoonify_s_d_c.pt",
-            "t": root / "vtoonify_t_test" / "vtoonify.pt", **frozen_helpers}
+    return {**paths, "color": root / "vtoonify_d_color" / "vtoonify_s_d_c.pt", **frozen_helpers}
 
 
 def _helpers(models: dict[str, Path], panel: bool = True) -> list[str]:

@@ -6,12 +6,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from skimage import data as skdata
 
-from model.fill import fill_module
-from model.vtoonify import VToonify
-from pipeline.styles import save_exstyle_codes
+from conftest import write_tiny_checkpoints
 from pipeline.video import VideoWriter, probe, synthetic_frames, synthesize_test_video
 import smooth_parsing_map
 from style_transfer import main
@@ -19,23 +16,11 @@ from style_transfer import main
 N_STYLES = 3
 
 
-def _tiny_vtoonify(backbone: str) -> VToonify:
-    # Released level structure and style width (so the real pSp encoder's codes fit), tiny feature maps.
-    return fill_module(VToonify(backbone=backbone, style_channels=512, channel_multiplier=1, channel_max=32))
-
-
 @pytest.fixture(scope="session")
 def ckpt(tmp_path_factory, frozen_helpers) -> Path:
     """A checkpoint/ folder in the released layout, filled with deterministic weights."""
     root = tmp_path_factory.mktemp("checkpoint")
-    torch.manual_seed(0)
-    (root / "vtoonify_d_test").mkdir()
-    torch.save({"g_ema": _tiny_vtoonify("dualstylegan").state_dict()}, root / "vtoonify_d_test" / "vtoonify_s_d.pt")
-    rng = np.random.default_rng(0)
-    save_exstyle_codes(root / "vtoonify_d_test" / "exstyle_code.npy",
-                       {f"style{i}.jpg": rng.standard_normal((1, 18, 512)).astype(np.float32) for i in range(N_STYLES)})
-    (root / "vtoonify_t_test").mkdir()
-    torch.save({"g_ema": _tiny_vtoonify("toonify").state_dict()}, root / "vtoonify_t_test" / "vtoonify.pt")
+    write_tiny_checkpoints(root, "test", N_STYLES)
     for name in ("encoder", "faceparsing"):
         (root / frozen_helpers[name].name).symlink_to(frozen_helpers[name])
     return root
