@@ -229,3 +229,29 @@ def test_reduced_and_double_precision(tag, dtype, tol):
     assert out.dtype == dtype and torch.isfinite(out).all()
     err = (out.double() - ref.double()).abs().max().item() / ref.abs().max().item()
     assert err < tol, f"relative error {err:.3g}"
+
+
+@pytest.mark.parametrize("batch,style_batch", [(1, 1), (3, 3), (3, 1)])
+def test_channels_last_instance_norm_matches_plain_form(batch, style_batch):
+    # AdaIN at CPU inference on channels-last maps takes a faster route (mean, centred copy, dot product);
+    # it must give the maths of the plain two-pass form, keep channels-last, and be the route actually taken.
+    from model.dualstylegan import AdaptiveInstanceNorm
+    torch.manual_seed(0)
+    norm = AdaptiveInstanceNorm(24, 16).eval()
+    x = (torch.randn(batch, 24, 13, 11) * 3 + 5).contiguous(memory_format=torch.channels_last)  # mean >> std
+    s = torch.randn(style_batch, 16)
+    gamma, beta = norm.style(s).unsqueeze(2).unsqueeze(3).chunk(2, 1)
+    var, mean = torch.var_mean(x.double(), dim=(2, 3), unbiased=False, keepdim=True)
+    ref = (x.double() - mean) / torch.sqrt(var + norm.norm.eps) * gamma.double() + beta.double()
+    with torch.no_grad():
+        out = norm(x, s)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    assert out._base is not None  # the (B, H*W, C) buffer of the fast route, seen as NCHW
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=2e-5)
+    # the autograd route (plain form) agrees and is differentiable
+    xg = x.clone().requires_grad_(True)
+    out_grad = norm(xg, s)
+    assert out_grad._base is None
+    torch.testing.assert_close(out_grad.detach(), out, rtol=0, atol=2e-5)
+    out_grad.square().mean().backward()
+    assert torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0
