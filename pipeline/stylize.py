@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -41,6 +42,7 @@ from pipeline.faces import (
     landmarks_in_crop,
     select_face,
 )
+from pipeline.overlap import BackgroundWorker, Prefetcher
 from pipeline.styles import StyleCodeError, fit_rows, load_exstyle_codes
 
 __all__ = [
@@ -69,8 +71,9 @@ class NoFaceError(ValueError):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from model.checkpoint import CheckpointError
 
-    # NoFaceError, StyleCodeError and VideoError are ValueErrors; CheckpointError is a RuntimeError.
-    return (FileNotFoundError, NoFaceError, CheckpointError, StyleCodeError, ValueError, RuntimeError)
+    # NoFaceError, StyleCodeError and VideoError are ValueErrors; CheckpointError is a RuntimeError; OSError covers
+    # missing files, permissions and a full disk.
+    return (OSError, NoFaceError, CheckpointError, StyleCodeError, ValueError, RuntimeError)
 
 
 #: What the command-line tools report as a one-line ``error: ...`` with exit status 1 (no traceback).
@@ -344,6 +347,7 @@ class VToonifyPipeline:
         progress: bool = True,
         name: str | None = None,
         frame_range: tuple[int, int] | None = None,
+        overlap: bool = True,
     ) -> VideoResult:
         """Stylise a video; writes ``<name>_input.mp4`` and ``<name>_vtoonify_<d|t>.mp4`` (with audio).
 
@@ -352,6 +356,8 @@ class VToonifyPipeline:
         ``frame_range=(start, stop)`` stylises only those frames into silent segment files (no B-frames) named
         ``<name>_input.seg<start>.mp4`` / ``<name>_vtoonify_<d|t>.seg<start>.mp4``, for
         :func:`stylize_video_sharded` to join; crop and style code still come from the first face of the video.
+        ``overlap`` decodes (and crops) ahead and encodes behind in two threads while the model runs
+        (:mod:`pipeline.overlap`); the output is the same either way.
         """
         from tqdm.auto import tqdm
 
@@ -392,22 +398,8 @@ class VToonifyPipeline:
         pending: dict[int, tuple[np.ndarray, torch.Tensor]] = {}  # waiting for the smoother
         written = 0
         total = (min(stop, info.frame_count) if stop is not None else info.frame_count) - start
-        with VideoReader(path) as reader, VideoWriter(in_path, info.fps, w, h, **writer_options) as w_in, \
-                VideoWriter(out_path, info.fps, 4 * w, 4 * h, **writer_options) as w_out, \
-                tqdm(total=total, unit="frame", disable=not progress, desc=out_path.name) as bar:
 
-            def flush(min_size: int) -> None:
-                nonlocal written
-                while len(queue) >= max(min_size, 1):
-                    items = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
-                    x = torch.stack([it[1] for it in items])
-                    y = self.stylize_tensor(x, style, style_degree, torch.stack([it[2] for it in items]))
-                    for (crop, _, _), out in zip(items, tensor_to_frames(y)):
-                        w_in.write(crop)
-                        w_out.write(out[: 4 * h, : 4 * w])
-                    written += len(items)
-                    bar.update(len(items))
-
+        def crops(reader):  # runs in the read-ahead thread when overlap is on: decode + crop (+ tracking)
             for index, frame in enumerate(reader):
                 if index < start:
                     continue
@@ -421,6 +413,30 @@ class VToonifyPipeline:
                     crop = apply_crop(frame, params)
                 if crop.shape[:2] != (h, w):
                     raise ValueError(f"{path}: frame {index} is {crop.shape[1]}x{crop.shape[0]}, expected {w}x{h}")
+                yield index, crop
+
+        with VideoReader(path) as reader, VideoWriter(in_path, info.fps, w, h, **writer_options) as w_in, \
+                VideoWriter(out_path, info.fps, 4 * w, 4 * h, **writer_options) as w_out, \
+                tqdm(total=total, unit="frame", disable=not progress, desc=out_path.name) as bar, \
+                (Prefetcher(crops(reader), depth=2 * batch_size) if overlap else nullcontext(crops(reader))) as frames, \
+                (BackgroundWorker(depth=4 * batch_size) if overlap else _InlineWorker()) as encoder:
+
+            def write_pair(crop: np.ndarray, out: np.ndarray) -> None:
+                w_in.write(crop)
+                w_out.write(out)
+
+            def flush(min_size: int) -> None:
+                nonlocal written
+                while len(queue) >= max(min_size, 1):
+                    items = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
+                    x = torch.stack([it[1] for it in items])
+                    y = self.stylize_tensor(x, style, style_degree, torch.stack([it[2] for it in items]))
+                    for (crop, _, _), out in zip(items, tensor_to_frames(y)):
+                        encoder.submit(write_pair, crop, out[: 4 * h, : 4 * w])
+                    written += len(items)
+                    bar.update(len(items))
+
+            for index, crop in frames:
                 x = frames_to_tensor([_pad_to_multiple(crop)], self.device, self.dtype)
                 if maps is not None:
                     if index >= len(maps):
@@ -440,6 +456,19 @@ class VToonifyPipeline:
                     queue.append((*pending.pop(j), smoothed.to(self.device, self.dtype)))
             flush(1)
         return VideoResult(in_path, out_path, written, float(info.fps), first, params)
+
+
+class _InlineWorker:
+    """:class:`BackgroundWorker`'s interface, running each call at once (``overlap=False``)."""
+
+    def submit(self, fn, *args) -> None:
+        fn(*args)
+
+    def __enter__(self) -> _InlineWorker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 def _load_parsing_maps(path: str | os.PathLike) -> np.ndarray:
