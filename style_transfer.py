@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", type=str, default=None, choices=["float32", "float16", "bfloat16"],
                    help="precision of VToonify and BiSeNet (default float32)")
     p.add_argument("--fp16", action="store_true", help="same as --dtype float16 (for GPUs)")
+    p.add_argument("--compile", nargs="?", const="default", default=None,
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="torch.compile the VToonify forward (bare --compile: 'default'; 'reduce-overhead' adds CUDA graphs on "
+                        "a GPU); compiling takes a minute or more, so it pays off on videos")
     p.add_argument("--track", action="store_true", help="video: move the crop with the face (smoothed), output size constant")
     p.add_argument("--smooth_parsing", type=int, default=0, metavar="W",
                    help="video: smooth parsing maps over +-W frames with optical flow to reduce flicker (0 = off; 2 is typical)")
@@ -87,7 +91,8 @@ def _run(args: argparse.Namespace) -> list[Path]:
     dtype = "float16" if args.fp16 else args.dtype
     pipe = VToonifyPipeline(args.ckpt, backbone=args.backbone, style_encoder_path=args.style_encoder_path,
                             faceparsing_path=args.faceparsing_path, exstyle_path=args.exstyle_path, device=device,
-                            dtype=dtype, landmark_path=args.landmark_path, keep_style_encoder=False)
+                            dtype=dtype, landmark_path=args.landmark_path, keep_style_encoder=False,
+                            compile=args.compile)
     if pipe.backbone == "dualstylegan":
         pipe.exstyle(args.style_id)  # validates --style_id before any work
     os.makedirs(args.output_path, exist_ok=True)

@@ -48,6 +48,7 @@ from pipeline.styles import StyleCodeError, fit_rows, load_exstyle_codes
 __all__ = [
     "NoFaceError",
     "USER_ERRORS",
+    "COMPILE_MODES",
     "VToonifyPipeline",
     "ImageResult",
     "VideoResult",
@@ -195,6 +196,10 @@ class VToonifyPipeline:
         keep_style_encoder: keep the pSp encoder (~1 GB) loaded between calls. With ``False`` it is loaded
             when a style code is needed and released right after (one code per image or video), which
             lowers the peak memory of a video run by about 1 GB; ``style_transfer.py`` does this.
+        compile: ``None`` (eager) or a ``torch.compile`` mode for the VToonify forward: ``'default'``,
+            ``'reduce-overhead'`` (CUDA graphs on a GPU) or ``'max-autotune'``. Compiled once per input shape
+            (the first frames of a video pay for it); video batches are padded to the full batch size so the
+            last, shorter batch reuses the compiled graph.
     """
 
     def __init__(
@@ -208,11 +213,20 @@ class VToonifyPipeline:
         dtype: str | torch.dtype | None = None,
         landmark_path: str | os.PathLike | None = None,
         keep_style_encoder: bool = True,
+        compile: str | None = None,
     ):
+        if compile is not None and compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be None or one of {', '.join(COMPILE_MODES)}, got {compile!r}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.vtoonify = load_vtoonify(ckpt, backbone=backbone, device=self.device).to(dtype=self.dtype)
         self.backbone = self.vtoonify.backbone
+        self.compile = compile
+        self._step = _VToonifyStep(self.vtoonify)
+        if compile is not None:
+            # fullgraph: the forward has no graph breaks (tests/test_style_transfer.py checks it), so a
+            # break would be a bug to report, not a silent slow path.
+            self._step = torch.compile(self._step, mode=compile, fullgraph=True, dynamic=False)
         self.parser = load_bisenet(faceparsing_path, device=self.device).to(dtype=self.dtype)
         self.style_encoder_path = style_encoder_path
         self.keep_style_encoder = keep_style_encoder
@@ -290,9 +304,11 @@ class VToonifyPipeline:
         """(B, 3, H, W) in [-1, 1] (H, W multiples of 8) -> (B, 3, 4H, 4W) in [-1, 1]."""
         if parsing is None:
             parsing = self.parse(x)
-        inputs = torch.cat([x, parsing.to(x.dtype) / 16.0], dim=1)
-        style = style.to(x.dtype).expand(x.shape[0], *style.shape[1:])
-        return self.vtoonify(inputs, style, d_s=style_degree).clamp_(-1, 1)
+        if self.compile in ("reduce-overhead", "max-autotune") and self.device.type == "cuda":
+            # CUDA graphs reuse their output buffers: mark the new step and hand out a copy that stays valid
+            torch.compiler.cudagraph_mark_step_begin()
+            return self._step(x, parsing, style, style_degree).clone()
+        return self._step(x, parsing, style, style_degree)
 
     def stylize_frames(self, frames: Sequence[np.ndarray], style: torch.Tensor, style_degree: float = 0.5,
                        parsing: torch.Tensor | None = None) -> list[np.ndarray]:
@@ -429,8 +445,11 @@ class VToonifyPipeline:
                 nonlocal written
                 while len(queue) >= max(min_size, 1):
                     items = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
-                    x = torch.stack([it[1] for it in items])
-                    y = self.stylize_tensor(x, style, style_degree, torch.stack([it[2] for it in items]))
+                    # a compiled model keeps one graph per shape: pad a short last batch with copies of its last frame
+                    pad = batch_size - len(items) if self.compile is not None else 0
+                    x = torch.stack([it[1] for it in items] + [items[-1][1]] * pad)
+                    parsing = torch.stack([it[2] for it in items] + [items[-1][2]] * pad)
+                    y = self.stylize_tensor(x, style, style_degree, parsing)[: len(items)]
                     for (crop, _, _), out in zip(items, tensor_to_frames(y)):
                         encoder.submit(write_pair, crop, out[: 4 * h, : 4 * w])
                     written += len(items)
@@ -456,6 +475,22 @@ class VToonifyPipeline:
                     queue.append((*pending.pop(j), smoothed.to(self.device, self.dtype)))
             flush(1)
         return VideoResult(in_path, out_path, written, float(info.fps), first, params)
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+class _VToonifyStep(torch.nn.Module):
+    """Frames + parsing logits + W+ code -> stylised frames in [-1, 1]: the part that ``compile`` compiles."""
+
+    def __init__(self, vtoonify: torch.nn.Module):
+        super().__init__()
+        self.vtoonify = vtoonify
+
+    def forward(self, x: torch.Tensor, parsing: torch.Tensor, style: torch.Tensor, d_s: float) -> torch.Tensor:
+        inputs = torch.cat([x, parsing.to(x.dtype) / 16.0], dim=1)
+        style = style.to(x.dtype).expand(x.shape[0], *style.shape[1:])
+        return self.vtoonify(inputs, style, d_s=d_s).clamp_(-1, 1)
 
 
 class _InlineWorker:

@@ -324,3 +324,43 @@ def test_encoder_failure_in_the_write_thread_leaves_no_output(ckpt, astronaut_vi
     assert run(ckpt, out, "--content", str(astronaut_video), "--video", "--scale_image") == 1
     assert calls["n"] == 5
     assert not any(out.iterdir())
+
+
+def test_compiled_pipeline_traces_whole_and_compiles_once_per_video(ckpt, astronaut_video, tmp_path, monkeypatch):
+    """--compile: the VToonify step is one graph (fullgraph=True, no breaks), the short last batch is padded so it
+    reuses that graph, and the frames match the eager pipeline. torch.compile is run with a counting eager
+    backend here (inductor's C++ build takes minutes on CI); on a machine with a compiler use the real one."""
+    import torch
+
+    from pipeline import stylize, video
+    from style_transfer import build_parser
+
+    assert build_parser().parse_args(["--compile"]).compile == "default"
+    assert tuple(build_parser()._option_string_actions["--compile"].choices) == stylize.COMPILE_MODES
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append([tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)])
+        return gm.forward
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, **{**kw, "mode": None, "backend": counting_backend}))
+    written: dict[str, list[np.ndarray]] = {}
+    original = video.VideoWriter.write
+    monkeypatch.setattr(video.VideoWriter, "write",
+                        lambda self, frame: (written.setdefault(str(self.path), []).append(np.array(frame)), original(self, frame))[1])
+    paths = dict(style_encoder_path=ckpt / "encoder.pt", faceparsing_path=ckpt / "faceparsing.pth", device="cpu")
+    model = ckpt / "vtoonify_d_test/vtoonify_s_d.pt"
+    with pytest.raises(ValueError, match="compile must be"):
+        stylize.VToonifyPipeline(model, compile="fastest", **paths)
+    torch._dynamo.reset()
+    compiled = stylize.VToonifyPipeline(model, compile="default", **paths)
+    eager = stylize.VToonifyPipeline(model, **paths)
+    results = [pipe.stylize_video(astronaut_video, tmp_path / name, style_id=1, progress=False, batch_size=4)
+               for name, pipe in (("compiled", compiled), ("eager", eager))]
+    assert [r.frames for r in results] == [6, 6]
+    assert len(graphs) == 1 and graphs[0][0][0] == 4  # 6 frames = a batch of 4 + a batch of 2 padded to 4
+    a, b = (written[str(r.output_path)] for r in results)
+    assert len(a) == len(b) == 6
+    assert max(np.abs(x.astype(int) - y.astype(int)).max() for x, y in zip(a, b)) <= 1
+    torch._dynamo.reset()
