@@ -16,6 +16,10 @@ Stages, timed per frame (median of ``--repeat`` runs after one warm-up):
 already loaded, i.e. the steady-state cost of one more frame, as measured for the original in NOTES.md.
 ``conv_efficiency`` is the generator's FLOP rate over the machine's measured rate on a large 3x3
 convolution (the practical peak). Peak memory is the process's peak RSS (CPU) or peak CUDA allocation.
+``batch_fps`` is the generator's throughput on batches of ``--throughput_batch`` frames (parsing included in
+``batch_fps_with_parse``); ``psnr_vs_fp32`` (dtype other than float32) compares the uint8 frames of the
+run's dtype with those of a float32 model on the same input. ``--compile MODE`` compiles the generator as
+``style_transfer.py --compile`` does (compile time excluded: one warm-up call first).
 Writes ``results.json`` and ``results.md`` to ``--out``.
 """
 from __future__ import annotations
@@ -86,6 +90,19 @@ def generator_gflop(model, x, style) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def psnr_vs_float32(pipe, ckpt: Path, inputs: torch.Tensor, style: torch.Tensor, y: torch.Tensor, device) -> float:
+    """PSNR (dB) of the uint8 frames ``y`` (the pipeline's dtype) against a float32 model on the same input."""
+    from model.checkpoint import load_vtoonify
+
+    ref = load_vtoonify(ckpt, device=device).float()
+    with torch.inference_mode():
+        y_ref = ref(inputs.float(), style.float(), d_s=0.5).clamp_(-1, 1)
+    del ref
+    a, b = (torch.from_numpy(np.stack(tensor_to_frames(t))).double() for t in (y, y_ref))
+    mse = (a - b).square().mean().item()
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
 def make_video(args, tmp: Path) -> Path:
     if args.video:
         return Path(args.video)
@@ -99,7 +116,7 @@ def make_video(args, tmp: Path) -> Path:
 def bench_backbone(args, backbone: str, video: Path, device: torch.device, dtype: torch.dtype, peak: float, tmp: Path) -> list[dict]:
     ckpt = Path(args.ckpt_dir)
     pipe = VToonifyPipeline(ckpt / CKPT[backbone], backbone=backbone, style_encoder_path=ckpt / "encoder.pt",
-                            faceparsing_path=ckpt / "faceparsing.pth", device=device, dtype=dtype)
+                            faceparsing_path=ckpt / "faceparsing.pth", device=device, dtype=dtype, compile=args.compile)
     with VideoReader(video) as reader:
         frame = next(iter(reader))
     face = select_face(pipe.detector.detect(frame))
@@ -111,15 +128,23 @@ def bench_backbone(args, backbone: str, video: Path, device: torch.device, dtype
         h, w = frame_in.shape[:2]
         x = frames_to_tensor([frame_in], device, dtype)
         style = pipe.style_code(crop, style_id=0)
-        inputs = torch.cat([x, pipe.parse(x) / 16], 1)
-        y = pipe.vtoonify(inputs, style, d_s=0.5)
+        parsing = pipe.parse(x)
+        inputs = torch.cat([x, parsing / 16], 1)
+        y = pipe.stylize_tensor(x, style, 0.5, parsing)
         stage = {
             "detect": timed(lambda: pipe.detector.detect(frame), device, args.repeat),
             "parse": timed(lambda: pipe.parse(x), device, args.repeat),
             "style_encoder": timed(lambda: pipe.style_code(crop, style_id=0), device, args.repeat),
-            "generator": timed(lambda: pipe.vtoonify(inputs, style, d_s=0.5), device, args.repeat),
+            "generator": timed(lambda: pipe.stylize_tensor(x, style, 0.5, parsing), device, args.repeat),
             "to_uint8": timed(lambda: tensor_to_frames(y), device, args.repeat),
         }
+        batch = args.throughput_batch or (8 if device.type == "cuda" else 1)
+        xb, pb = x.expand(batch, -1, -1, -1).contiguous(), parsing.expand(batch, -1, -1, -1).contiguous()
+        t_batch = timed(lambda: pipe.stylize_tensor(xb, style, 0.5, pb), device, args.repeat)
+        t_batch_parse = timed(lambda: pipe.stylize_tensor(xb, style, 0.5), device, args.repeat)
+        extra = {"batch": batch, "batch_fps": round(batch / t_batch, 2), "batch_fps_with_parse": round(batch / t_batch_parse, 2)}
+        if dtype != torch.float32:
+            extra["psnr_vs_fp32"] = round(psnr_vs_float32(pipe, ckpt / CKPT[backbone], inputs, style, y, device), 2)
         out = np.zeros((4 * h, 4 * w, 3), np.uint8)
         enc_path = tmp / "enc.mp4"
 
@@ -140,7 +165,7 @@ def bench_backbone(args, backbone: str, video: Path, device: torch.device, dtype
         gflop = generator_gflop(pipe.vtoonify, inputs, style)
         row = {"backbone": backbone, "size": f"{w}x{h}->{4 * w}x{4 * h}", **{k: round(v, 4) for k, v in stage.items()},
                "generator_gflop": round(gflop, 1),
-               "conv_efficiency": round(gflop / stage["generator"] / peak, 3)}
+               "conv_efficiency": round(gflop / stage["generator"] / peak, 3), **extra}
         if size != "256":
             def run(n):
                 short = tmp / f"clip{n}.mp4"
@@ -168,8 +193,10 @@ def bench_backbone(args, backbone: str, video: Path, device: torch.device, dtype
 
 def to_markdown(rows: list[dict], meta: dict) -> str:
     cols = ["backbone", "size", "detect", "parse", "style_encoder", "generator", "to_uint8", "decode", "encode",
-            "end_to_end", "fps", "generator_gflop", "conv_efficiency", "peak_memory_gib"]
-    lines = [f"Machine: {meta['machine']}; device {meta['device']}, dtype {meta['dtype']}, {meta['threads']} threads, "
+            "end_to_end", "fps", "batch", "batch_fps", "batch_fps_with_parse", "psnr_vs_fp32", "generator_gflop",
+            "conv_efficiency", "peak_memory_gib"]
+    lines = [f"Machine: {meta['machine']}; device {meta['device']}, dtype {meta['dtype']}, compile {meta['compile']}, "
+             f"{meta['threads']} threads, "
              f"torch {meta['torch']}; measured 3x3-conv peak {meta['conv_peak_gflops']:.0f} GFLOP/s.", "",
              "Seconds per frame (style_encoder: once per video).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -186,7 +213,10 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["256", "video"], choices=["256", "video"])
     ap.add_argument("--video", default=None, help="input video (default: a synthetic 400x368 astronaut clip)")
     ap.add_argument("--frames", type=int, default=6, help="frames of the end-to-end run (>= 3)")
-    ap.add_argument("--batch_size", type=int, default=None)
+    ap.add_argument("--batch_size", type=int, default=None, help="frames per forward of the end-to-end run")
+    ap.add_argument("--throughput_batch", type=int, default=None, help="batch of the batch_fps column (default 8 on CUDA, 1 on CPU)")
+    ap.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                    help="torch.compile the generator as style_transfer.py --compile does")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--ckpt_dir", default="/tmp/vtoonify_fill_ckpt")
@@ -201,7 +231,7 @@ def main() -> None:
     peak = conv_peak_gflops(device, dtype)
     meta = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
             + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
-            "device": str(device), "dtype": args.dtype, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device": str(device), "dtype": args.dtype, "compile": args.compile, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "conv_peak_gflops": round(peak, 1)}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
