@@ -141,6 +141,23 @@ def test_impl_switch(monkeypatch):
     torch.testing.assert_close(fused_leaky_relu(x, impl="auto"), fused_leaky_relu_ref(x))
 
 
+def test_ops_take_the_reference_path_inside_torch_compile():
+    # The compiler cannot trace into the CUDA extension: under torch.compile every op uses the reference path
+    # (whatever impl says), so a compiled model stays one graph. Seen here through impl="cuda", which outside
+    # compile refuses a CPU tensor and inside compile quietly becomes the reference path.
+    x, b, k = torch.randn(1, 2, 6, 6), torch.randn(2), torch.ones(3, 3) / 9
+
+    def both(x, b):
+        return fused_leaky_relu(x, b, impl="cuda"), upfirdn2d(x, k.to(x), up=2, pad=(1, 1), impl="cuda")
+
+    compiled = torch.compile(both, backend="eager", fullgraph=True)
+    act, up = compiled(x, b)
+    torch.testing.assert_close(act, fused_leaky_relu_ref(x, b))
+    torch.testing.assert_close(up, upfirdn2d_ref(x, k, up=2, pad=(1, 1)))
+    with pytest.raises(ValueError, match="CUDA tensor"):
+        both(x, b)
+
+
 def test_conv2d_gradfix_matches_torch():
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)

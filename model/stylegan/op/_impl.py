@@ -4,6 +4,9 @@ Every op takes ``impl=None|'auto'|'ref'|'cuda'``. ``None`` reads the environment
 ``VTOONIFY_OPS`` (default ``'auto'``). ``'auto'`` uses the CUDA kernel for CUDA tensors when the
 extension builds (a failed build warns once and falls back), and the reference path otherwise.
 ``'ref'`` always uses the reference path; ``'cuda'`` requires the kernel and fails loudly without it.
+
+Inside ``torch.compile`` every op takes the reference path whatever ``impl`` says: the compiler cannot trace
+into the extension (it would break the graph) and generates fused kernels from the reference ops itself.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ def requested_impl(impl: str | None) -> str:
 def use_cuda_kernel(x: torch.Tensor, impl: str | None, available: Callable[[], bool], op: str) -> bool:
     """Whether ``op`` should run its CUDA kernel on ``x``."""
     want = requested_impl(impl)
-    if want == "ref":
+    if want == "ref" or torch.compiler.is_compiling():
         return False
     if want == "auto":
         return x.is_cuda and available()
