@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -304,11 +305,22 @@ class VToonifyPipeline:
         """(B, 3, H, W) in [-1, 1] (H, W multiples of 8) -> (B, 3, 4H, 4W) in [-1, 1]."""
         if parsing is None:
             parsing = self.parse(x)
-        if self.compile in ("reduce-overhead", "max-autotune") and self.device.type == "cuda":
-            # CUDA graphs reuse their output buffers: mark the new step and hand out a copy that stays valid
-            torch.compiler.cudagraph_mark_step_begin()
-            return self._step(x, parsing, style, style_degree).clone()
-        return self._step(x, parsing, style, style_degree)
+        if self.compile is None:
+            return self._step(x, parsing, style, style_degree)
+        try:
+            if self.compile in ("reduce-overhead", "max-autotune") and self.device.type == "cuda":
+                # CUDA graphs reuse their output buffers: mark the new step and hand out a copy that stays valid
+                torch.compiler.cudagraph_mark_step_begin()
+                return self._step(x, parsing, style, style_degree).clone()
+            return self._step(x, parsing, style, style_degree)
+        except torch._dynamo.exc.BackendCompilerFailed as e:
+            # e.g. no C++ compiler on a CPU machine, no Triton on a GPU one: finish the job eagerly
+            inner = getattr(e, "inner_exception", None) or e
+            reason = (str(inner).strip().splitlines() or [type(inner).__name__])[0]
+            warnings.warn(f"compile={self.compile!r} failed ({reason}); running without compilation", RuntimeWarning,
+                          stacklevel=2)
+            self.compile, self._step = None, _VToonifyStep(self.vtoonify)
+            return self._step(x, parsing, style, style_degree)
 
     def stylize_frames(self, frames: Sequence[np.ndarray], style: torch.Tensor, style_degree: float = 0.5,
                        parsing: torch.Tensor | None = None) -> list[np.ndarray]:

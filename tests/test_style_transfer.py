@@ -364,3 +364,27 @@ def test_compiled_pipeline_traces_whole_and_compiles_once_per_video(ckpt, astron
     assert len(a) == len(b) == 6
     assert max(np.abs(x.astype(int) - y.astype(int)).max() for x, y in zip(a, b)) <= 1
     torch._dynamo.reset()
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(ckpt, astronaut_jpg, monkeypatch):
+    """No C++ compiler (CPU) or no Triton (GPU): --compile warns once and the job finishes uncompiled."""
+    import torch
+
+    from pipeline import stylize
+
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, **{**kw, "mode": None, "backend": broken_backend}))
+    paths = dict(style_encoder_path=ckpt / "encoder.pt", faceparsing_path=ckpt / "faceparsing.pth", device="cpu")
+    model = ckpt / "vtoonify_t_test/vtoonify.pt"
+    torch._dynamo.reset()
+    compiled = stylize.VToonifyPipeline(model, compile="default", **paths)
+    rgb = skdata.astronaut()
+    with pytest.warns(RuntimeWarning, match="compile='default' failed .*C\\+\\+ compiler.*running without compilation"):
+        a = compiled.stylize_image(rgb, scale_image=True)
+    assert compiled.compile is None
+    b = stylize.VToonifyPipeline(model, **paths).stylize_image(rgb, scale_image=True)
+    assert np.array_equal(a.output, b.output)
+    torch._dynamo.reset()
