@@ -86,11 +86,27 @@ class Fusion(nn.Module):
         self.linear = nn.Sequential(nn.Linear(1, 64), nn.LeakyReLU(0.2, True), nn.Linear(64, 128), nn.LeakyReLU(0.2, True))
 
     def forward(self, f_G: torch.Tensor, f_E: torch.Tensor, d_s=1) -> tuple[torch.Tensor, torch.Tensor]:
-        label = self.linear(degree_tensor(d_s, f_G.shape[0], f_G))
-        out = torch.cat([f_G, torch.abs(f_G - f_E)], dim=1)
-        m_E = F.relu(self.conv2(self.norm(out, label))).tanh()
-        f_out = self.conv(torch.cat([f_G, f_E * m_E], dim=1))
+        f_out, m_E, _ = self.fuse(f_G, f_E, d_s)
         return f_out, m_E
+
+    def fuse(self, f_G: torch.Tensor, f_E: torch.Tensor, d_s=1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(f_out, m_E, f_E * m_E)``: :meth:`forward` plus the gated encoder features (VToonify reuses them)."""
+        label = self.linear(degree_tensor(d_s, f_G.shape[0], f_G))
+        if torch.is_grad_enabled() and (f_G.requires_grad or f_E.requires_grad or self.conv.weight.requires_grad):
+            out = torch.cat([f_G, torch.abs(f_G - f_E)], dim=1)
+            m_E = F.relu(self.conv2(self.norm(out, label))).tanh()
+            gated = f_E * m_E
+            return self.conv(torch.cat([f_G, gated], dim=1)), m_E, gated
+        # Inference: one (B, 2C, H, W) buffer holds [f_G, |f_G - f_E|], then [f_G, f_E * m_E] (no concatenations,
+        # half the full-resolution writes of the form above; the same values).
+        c = f_G.shape[1]
+        buf = torch.empty((f_G.shape[0], 2 * c, *f_G.shape[2:]), dtype=f_G.dtype, device=f_G.device,
+                          memory_format=torch.channels_last)
+        buf[:, :c].copy_(f_G)
+        torch.sub(f_G, f_E, out=buf[:, c:]).abs_()
+        m_E = F.relu(self.conv2(self.norm(buf, label))).tanh()
+        gated = torch.mul(f_E, m_E, out=buf[:, c:])
+        return self.conv(buf), m_E, gated
 
 
 def _encoder_stage(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
@@ -270,8 +286,8 @@ class VToonify(nn.Module):
             if t < len(self.fusion_out):
                 f_E = features[t]
                 if dual:
-                    out, m_E = self.fusion_out[t](out, f_E, d_s)
-                    skip = self.fusion_skip[t](torch.cat([skip, f_E * m_E], dim=1))
+                    out, m_E, gated = self.fusion_out[t].fuse(out, f_E, d_s)
+                    skip = self.fusion_skip[t](torch.cat([skip, gated], dim=1))
                     masks.append(m_E)
                 else:
                     out = self.fusion_out[t](torch.cat([out, f_E], dim=1))

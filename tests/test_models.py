@@ -255,3 +255,22 @@ def test_channels_last_instance_norm_matches_plain_form(batch, style_batch):
     torch.testing.assert_close(out_grad.detach(), out, rtol=0, atol=2e-5)
     out_grad.square().mean().backward()
     assert torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0
+
+
+def test_fusion_inference_buffer_matches_the_autograd_form():
+    # At inference Fusion writes [f_G, |f_G - f_E|] and then [f_G, f_E * m_E] into one buffer; with autograd it
+    # concatenates. Same values either way, and the gated features VToonify reuses are f_E * m_E.
+    from model.vtoonify import Fusion
+    torch.manual_seed(0)
+    fusion = Fusion(8, 8, 8).eval()
+    f_G = torch.randn(2, 8, 12, 10).contiguous(memory_format=torch.channels_last)
+    f_E = torch.randn(2, 8, 12, 10).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fast = fusion.fuse(f_G, f_E, 0.3)
+    slow = fusion.fuse(f_G, f_E, 0.3)  # parameters require grad: the concatenating form
+    assert slow[0].requires_grad and not fast[0].requires_grad
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast[2], f_E * fast[1])
+    out, mask = fusion(f_G, f_E, 0.3)
+    torch.testing.assert_close(out.detach(), slow[0].detach(), rtol=1e-5, atol=1e-6)
