@@ -92,7 +92,8 @@ class Fusion(nn.Module):
     def fuse(self, f_G: torch.Tensor, f_E: torch.Tensor, d_s=1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(f_out, m_E, f_E * m_E)``: :meth:`forward` plus the gated encoder features (VToonify reuses them)."""
         label = self.linear(degree_tensor(d_s, f_G.shape[0], f_G))
-        if torch.is_grad_enabled() and (f_G.requires_grad or f_E.requires_grad or self.conv.weight.requires_grad):
+        autograd = torch.is_grad_enabled() and (f_G.requires_grad or f_E.requires_grad or self.conv.weight.requires_grad)
+        if autograd or torch.compiler.is_compiling():  # the compiler fuses this form itself (and refuses strided out=)
             out = torch.cat([f_G, torch.abs(f_G - f_E)], dim=1)
             m_E = F.relu(self.conv2(self.norm(out, label))).tanh()
             gated = f_E * m_E
