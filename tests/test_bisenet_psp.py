@@ -111,6 +111,23 @@ def test_bisenet_any_size(bisenet: BiSeNet, size: tuple[int, int]) -> None:
     torch.testing.assert_close(single, outs[0][1:], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("size,every", [((96, 160), 2), ((72, 100), 1), ((33, 47), 2), ((64, 64), 4), ((40, 8), 3)])
+def test_bisenet_parse_logits_is_the_decimated_main_output(bisenet: BiSeNet, size: tuple[int, int], every: int) -> None:
+    # What the pipeline uses: the main head only, computed at the kept pixels of the nearest decimation.
+    import torch.nn.functional as F
+
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = bisenet(x)[0][:, :, ::every, ::every]
+        out = bisenet.parse_logits(x, every=every)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=0, atol=2e-6 * max(1.0, ref.abs().max().item()))
+    if size[0] % every == 0 and size[1] % every == 0:  # what F.interpolate(scale_factor=1/every) keeps
+        torch.testing.assert_close(ref, F.interpolate(bisenet(x)[0], scale_factor=1 / every).detach())
+    with pytest.raises(ValueError, match="every"):
+        bisenet.parse_logits(x, every=0)
+
+
 def test_bisenet_rejects_wrong_channels(bisenet: BiSeNet) -> None:
     with pytest.raises(ValueError, match="3, H, W"):
         bisenet(torch.zeros(1, 4, 64, 64))

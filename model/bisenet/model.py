@@ -144,3 +144,34 @@ class BiSeNet(nn.Module):
         fused = self.ffm(feat8, context8)
         outs = (self.conv_out(fused), self.conv_out16(context8), self.conv_out32(context16))
         return tuple(F.interpolate(o, size=size, mode="bilinear", align_corners=True) for o in outs)  # type: ignore[return-value]
+
+    def parse_logits(self, x: Tensor, every: int = 1) -> Tensor:
+        """The main output of :meth:`forward` (``forward(x)[0]``) at every ``every``-th row and column only.
+
+        Equal to ``F.interpolate(forward(x)[0], scale_factor=1 / every)`` (nearest decimation) up to float
+        rounding, without the two auxiliary heads and without upsampling the logits to the full size first:
+        the bilinear (align_corners=True) weights of just the kept rows and columns are applied as two small
+        matrix products.
+        """
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"BiSeNet expects a (B, 3, H, W) image batch, got shape {tuple(x.shape)}")
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        feat8, context8, _ = self.cp(x)
+        logits = self.conv_out(self.ffm(feat8, context8))
+        rows = _bilinear_rows(logits.shape[2], x.shape[2], every, logits)
+        cols = _bilinear_rows(logits.shape[3], x.shape[3], every, logits)
+        return torch.matmul(torch.matmul(rows, logits.contiguous()), cols.t())
+
+
+def _bilinear_rows(n_in: int, n_out: int, every: int, like: Tensor) -> Tensor:
+    """(ceil(n_out / every), n_in) weights of bilinear align_corners=True resizing n_in -> n_out, rows 0, every, ..."""
+    dst = torch.arange(0, n_out, every, dtype=torch.float64)
+    src = dst * ((n_in - 1) / (n_out - 1)) if n_out > 1 else torch.zeros_like(dst)
+    lo = src.floor().long().clamp_(max=n_in - 1)
+    hi = (lo + 1).clamp_(max=n_in - 1)
+    frac = src - lo
+    weights = torch.zeros(len(dst), n_in, dtype=torch.float64)
+    weights[torch.arange(len(dst)), lo] += 1 - frac
+    weights[torch.arange(len(dst)), hi] += frac
+    return weights.to(device=like.device, dtype=like.dtype)
