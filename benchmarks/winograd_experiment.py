@@ -1,6 +1,7 @@
 """Measured try: Winograd F(4x4, 3x3) convolutions in plain PyTorch against oneDNN's direct convolution.
 
     python benchmarks/winograd_experiment.py            # the 3x3 layer shapes of VToonify at 392x360 input
+    python benchmarks/winograd_experiment.py --native   # also with C++ tile transforms (needs g++; ~20 s build)
 
 Winograd F(4x4, 3x3) needs 36 multiplications per 4x4 output tile and channel pair instead of 144 (4x fewer):
 input tiles 6x6 -> B^T d B, filters -> G g G^T, 36 GEMMs of (tiles x C_in) @ (C_in x C_out), outputs A^T m A.
@@ -8,7 +9,9 @@ Here the transforms are small matrix products over strided views and the GEMMs o
 can be had without a native kernel. For each shape the script prints the direct convolution's time and
 FLOP rate, the Winograd time split into its parts, the speed-up and the relative error (it asserts the
 result is within the project's float tolerance of the direct convolution), then the rates of the GEMM
-routes PyTorch offers on this machine.
+routes PyTorch offers on this machine. ``--native`` adds the same algorithm with the tile transforms as a small
+C++/OpenMP kernel (``benchmarks/winograd_native.cpp``, built into a temporary folder) and the 36 GEMMs through
+oneDNN (its matmul, and 1x1 convolutions), which is what a production version would look like.
 
 Result on the 2-core AVX-512 (AMD EPYC) CI machine type: see benchmarks/README.md ("Winograd").
 """
@@ -74,10 +77,59 @@ def best_of(fn, n: int = 5) -> float:
     return min(times)
 
 
+def native_rows(shapes) -> None:
+    """The --native table: C++ tile transforms + 36 oneDNN GEMMs against the direct convolution."""
+    import tempfile
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import load
+
+    build = tempfile.mkdtemp(prefix="winograd_native_")
+    t0 = time.perf_counter()
+    ext = load("winograd_native", [str(Path(__file__).with_name("winograd_native.cpp"))], build_directory=build,
+               extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
+    print(f"\nNative tile transforms (built in {time.perf_counter() - t0:.0f} s), bias included, 36 GEMMs through oneDNN:")
+    print("| C_in -> C_out, H x W | direct ms | input / output transform ms | oneDNN matmul: ms, speed-up | "
+          "oneDNN 1x1 conv: ms, speed-up | rel. error |")
+    print("|---|---|---|---|---|---|")
+
+    def run(x, u_lin, u_conv, bias, gemm):
+        n, c, h, w = x.shape
+        v = ext.input_transform(x.permute(0, 2, 3, 1))  # (36, tiles, C_in)
+        if gemm == "matmul":
+            m = torch.stack([torch.ops.mkldnn._linear_pointwise(v[k], u_lin[k], None, "none", [], "") for k in range(36)])
+        else:
+            p = v.shape[1]
+            m = torch.stack([F.conv2d(v[k].view(1, p, 1, c).permute(0, 3, 1, 2), u_conv[k]).view(-1, p).t() for k in range(36)])
+        return ext.output_transform(m.contiguous(), n, h, w, bias).permute(0, 3, 1, 2)
+
+    for c, co, h, w in shapes:
+        x = torch.randn(1, c, h, w).contiguous(memory_format=torch.channels_last)
+        weight, bias = torch.randn(co, c, 3, 3) / math.sqrt(9 * c), torch.randn(co)
+        u_lin = filter_transform(weight).transpose(1, 2).contiguous()  # (36, C_out, C_in)
+        u_conv = [u_lin[k].view(co, c, 1, 1) for k in range(36)]
+        ref = F.conv2d(x, weight, bias, padding=1)
+        t_direct = best_of(lambda: F.conv2d(x, weight, bias, padding=1))
+        v = ext.input_transform(x.permute(0, 2, 3, 1))
+        m = torch.randn(36, v.shape[1], co)
+        t_in = best_of(lambda: ext.input_transform(x.permute(0, 2, 3, 1)))
+        t_out = best_of(lambda: ext.output_transform(m, 1, h, w, bias))
+        cells, err = [], 0.0
+        for gemm in ("matmul", "conv"):
+            out = run(x, u_lin, u_conv, bias, gemm)
+            err = max(err, ((out - ref).abs().max() / ref.abs().max()).item())
+            t = best_of(lambda: run(x, u_lin, u_conv, bias, gemm))
+            cells.append(f"{1e3 * t:.1f}, {t_direct / t:.2f}x")
+        assert err < 1e-4, f"native Winograd result off by {err:.2g}"
+        print(f"| {c} -> {co}, {h} x {w} | {1e3 * t_direct:.1f} | {1e3 * t_in:.1f} / {1e3 * t_out:.1f} | {cells[0]} | {cells[1]} "
+              f"| {err:.1e} |")
+
+
 @torch.inference_mode()
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--native", action="store_true", help="also time C++ tile transforms + oneDNN GEMMs")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,6 +170,8 @@ def main() -> None:
             rates.append(float("nan"))
         rates.append(gflop / best_of(lambda: [F.conv2d(xs[i], ws[i]) for i in range(36)]))
         print(f"| {p}, {c}, {co} | " + " | ".join(f"{r:.0f}" for r in rates) + " |")
+    if args.native:
+        native_rows(SHAPES)
 
 
 if __name__ == "__main__":
