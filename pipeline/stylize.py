@@ -308,6 +308,8 @@ class VToonifyPipeline:
             parsing = self.parse(x)
         if self.compile is None:
             return self._step(x, parsing, style, style_degree)
+        if not torch.is_tensor(style_degree):  # a tensor input: a new degree must not trigger a recompile
+            style_degree = torch.tensor(float(style_degree), device=x.device, dtype=x.dtype)
         try:
             if self.compile in ("reduce-overhead", "max-autotune") and self.device.type == "cuda":
                 # CUDA graphs reuse their output buffers: mark the new step and hand out a copy that stays valid

@@ -363,6 +363,14 @@ def test_compiled_pipeline_traces_whole_and_compiles_once_per_video(ckpt, astron
     a, b = (written[str(r.output_path)] for r in results)
     assert len(a) == len(b) == 6
     assert max(np.abs(x.astype(int) - y.astype(int)).max() for x, y in zip(a, b)) <= 1
+    # another style degree reuses the graph (the degree is a tensor input, not a constant baked into it)
+    frame = [skdata.astronaut()[:96, :96]]
+    style = eager.exstyle(1)
+    for degree in (0.2, 0.9):
+        torch.testing.assert_close(compiled.stylize_frames(frame, style, degree)[0].astype(np.float32),
+                                   eager.stylize_frames(frame, style, degree)[0].astype(np.float32), rtol=0, atol=1)
+    assert len(graphs) == 2 and graphs[1][0][0] == 1  # one more graph, for the new (1-frame) shape only
+    assert not np.array_equal(*(compiled.stylize_frames(frame, style, d)[0] for d in (0.2, 0.9)))
     torch._dynamo.reset()
 
 
