@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.make_fill_checkpoints import write_fill_checkpoints  # noqa: E402
 from pipeline.faces import apply_crop, crop_parameters, select_face  # noqa: E402
-from pipeline.stylize import VToonifyPipeline, frames_to_tensor, tensor_to_frames  # noqa: E402
+from pipeline.stylize import COMPILE_MODES, VToonifyPipeline, frames_to_tensor, tensor_to_frames  # noqa: E402
 from pipeline.video import VideoReader, VideoWriter, probe, synthesize_test_video  # noqa: E402
 
 CKPT = {"dualstylegan": "vtoonify_d_fill/vtoonify_s_d.pt", "toonify": "vtoonify_t_fill/vtoonify.pt"}
@@ -215,7 +215,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=6, help="frames of the end-to-end run (>= 3)")
     ap.add_argument("--batch_size", type=int, default=None, help="frames per forward of the end-to-end run")
     ap.add_argument("--throughput_batch", type=int, default=None, help="batch of the batch_fps column (default 8 on CUDA, 1 on CPU)")
-    ap.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+    ap.add_argument("--compile", default=None, choices=COMPILE_MODES,
                     help="torch.compile the generator as style_transfer.py --compile does")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)

@@ -223,11 +223,11 @@ class VToonifyPipeline:
         self.vtoonify = load_vtoonify(ckpt, backbone=backbone, device=self.device).to(dtype=self.dtype)
         self.backbone = self.vtoonify.backbone
         self.compile = compile
-        self._step = _VToonifyStep(self.vtoonify)
+        self._eager_step = self._step = _VToonifyStep(self.vtoonify)
         if compile is not None:
             # fullgraph: the forward has no graph breaks (tests/test_style_transfer.py checks it), so a
             # break would be a bug to report, not a silent slow path.
-            self._step = torch.compile(self._step, mode=compile, fullgraph=True, dynamic=False)
+            self._step = torch.compile(self._eager_step, mode=compile, fullgraph=True, dynamic=False)
         self.parser = load_bisenet(faceparsing_path, device=self.device).to(dtype=self.dtype)
         self.style_encoder_path = style_encoder_path
         self.keep_style_encoder = keep_style_encoder
@@ -322,7 +322,7 @@ class VToonifyPipeline:
             reason = (str(inner).strip().splitlines() or [type(inner).__name__])[0]
             warnings.warn(f"compile={self.compile!r} failed ({reason}); running without compilation", RuntimeWarning,
                           stacklevel=2)
-            self.compile, self._step = None, _VToonifyStep(self.vtoonify)
+            self.compile, self._step = None, self._eager_step
             return self._step(x, parsing, style, style_degree)
 
     def stylize_frames(self, frames: Sequence[np.ndarray], style: torch.Tensor, style_degree: float = 0.5,

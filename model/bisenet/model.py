@@ -137,8 +137,7 @@ class BiSeNet(nn.Module):
         self.conv_out32 = BiSeNetOutput(128, 64, n_classes)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"BiSeNet expects a (B, 3, H, W) image batch, got shape {tuple(x.shape)}")
+        _check_image_batch(x)
         size = x.shape[2:]
         feat8, context8, context16 = self.cp(x)
         fused = self.ffm(feat8, context8)
@@ -153,8 +152,7 @@ class BiSeNet(nn.Module):
         the bilinear (align_corners=True) weights of just the kept rows and columns are applied as two small
         matrix products.
         """
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"BiSeNet expects a (B, 3, H, W) image batch, got shape {tuple(x.shape)}")
+        _check_image_batch(x)
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         feat8, context8, _ = self.cp(x)
@@ -162,6 +160,11 @@ class BiSeNet(nn.Module):
         rows = _bilinear_rows(logits.shape[2], x.shape[2], every, logits)
         cols = _bilinear_rows(logits.shape[3], x.shape[3], every, logits)
         return torch.matmul(torch.matmul(rows, logits.contiguous()), cols.t())
+
+
+def _check_image_batch(x: Tensor) -> None:
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"BiSeNet expects a (B, 3, H, W) image batch, got shape {tuple(x.shape)}")
 
 
 def _bilinear_rows(n_in: int, n_out: int, every: int, like: Tensor) -> Tensor:
