@@ -85,3 +85,12 @@ def write_tiny_checkpoints(root: Path, style: str, n_styles: int = 3) -> dict[st
     save_exstyle_codes(paths["d"].parent / "exstyle_code.npy",
                        {f"style{i}.jpg": rng.standard_normal((1, 18, 512)).astype(np.float32) for i in range(n_styles)})
     return paths
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as OpenCV reads it (BGR); fails the test if it cannot be read."""
+    import cv2
+
+    image = cv2.imread(str(path))
+    assert image is not None, path
+    return image

@@ -23,7 +23,7 @@ from skimage import data as skdata
 
 import evaluate
 import figures
-from conftest import write_tiny_checkpoints
+from conftest import read_image, write_tiny_checkpoints
 from metrics.identity import SAME_PERSON_THRESHOLD, FaceEmbedder, identity_distance
 from metrics.runtime import RuntimeMonitor
 from metrics.temporal import consistency_mask, flicker_score, optical_flow, warping_error, warping_errors
@@ -68,12 +68,6 @@ def video(tmp_path_factory) -> Path:
     return synthesize_test_video(path, skdata.astronaut(), n_frames=4, fps=10, size=(384, 384), motion="pan")
 
 
-def _read(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path))
-    assert image is not None, path
-    return image
-
-
 # ------------------------------------------------------------------------------------------ figures
 def test_figures_all(models, images, video, tmp_path, capsys):
     out = tmp_path / "figures"
@@ -90,14 +84,14 @@ def test_figures_all(models, images, video, tmp_path, capsys):
 
     # one row of panels: caption band (18 px) + panel + a 6 px margin above and below
     row = PANEL + 18 + 12
-    degree = _read(out / "degree_astronaut.png")
+    degree = read_image(out / "degree_astronaut.png")
     assert degree.shape[0] == row and degree.shape[1] > 7 * PANEL  # input + 6 degrees, crops wider than high
-    assert _read(out / "styles_astronaut.png").shape[0] == row
-    assert _read(out / "color_astronaut.png").shape[1] > 3 * PANEL  # input, colour kept, colour transferred
-    assert _read(out / "color_interp_astronaut.png").shape[1] > 6 * PANEL  # input + 5 steps
-    assert _read(out / "backbones_astronaut.png").shape[0] == row
-    assert _read(out / "video_pan_strip.png").shape[0] == 2 * row - 6
-    assert _read(out / "baseline_pan.png").shape[0] == 4 * row - 18
+    assert read_image(out / "styles_astronaut.png").shape[0] == row
+    assert read_image(out / "color_astronaut.png").shape[1] > 3 * PANEL  # input, colour kept, colour transferred
+    assert read_image(out / "color_interp_astronaut.png").shape[1] > 6 * PANEL  # input + 5 steps
+    assert read_image(out / "backbones_astronaut.png").shape[0] == row
+    assert read_image(out / "video_pan_strip.png").shape[0] == 2 * row - 6
+    assert read_image(out / "baseline_pan.png").shape[0] == 4 * row - 18
     with Image.open(out / "video_pan.gif") as gif:
         assert gif.n_frames == 3 and gif.size[1] == PANEL
     info = probe(out / "video_pan.mp4")
@@ -110,11 +104,11 @@ def test_figures_several_inputs_and_models(models, images, tmp_path):
     out = tmp_path / "figures"
     assert figures.main(["styles", "--content", *map(str, images), "--ckpt", str(models["d"]), "--style_ids", "0",
                          "--output_dir", str(out), "--name", "two", *_helpers(models)]) == 0
-    assert _read(out / "styles_two.png").shape[0] == 2 * (PANEL + 18) + 18  # one row per input
+    assert read_image(out / "styles_two.png").shape[0] == 2 * (PANEL + 18) + 18  # one row per input
     assert figures.main(["backbones", "--content", str(images[0]), "--ckpt", str(models["t"]), "--ckpt", str(models["d"]),
                          "--label", "T", "--label", "D", "--style_id", "0", "--style_id", "2", "--output_dir", str(out),
                          *_helpers(models)]) == 0
-    assert _read(out / "backbones_astronaut.png").shape[1] > 3 * PANEL
+    assert read_image(out / "backbones_astronaut.png").shape[1] > 3 * PANEL
 
 
 def test_figure_errors(models, images, tmp_path, capsys):
@@ -155,7 +149,7 @@ def test_evaluate(models, video, tmp_path, capsys):
         assert len(summary["per_frame"]["seconds"]) == 3
     lines = (out / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("method,") and [line.split(",")[0] for line in lines[1:]] == ["vtoonify", "per_frame_baseline"]
-    chart = _read(out / "metrics.png")
+    chart = read_image(out / "metrics.png")
     assert chart.shape[0] > 200 and chart.shape[1] > 1000
 
 

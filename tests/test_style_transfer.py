@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from conftest import write_tiny_checkpoints
+from conftest import read_image, write_tiny_checkpoints
 from pipeline.video import VideoWriter, probe, synthetic_frames, synthesize_test_video
 import smooth_parsing_map
 from style_transfer import main
@@ -26,12 +26,47 @@ def ckpt(tmp_path_factory, frozen_helpers) -> Path:
     return root
 
 
+def model_path(ckpt: Path, backbone: str = "dualstylegan") -> Path:
+    return ckpt / ("vtoonify_d_test/vtoonify_s_d.pt" if backbone == "dualstylegan" else "vtoonify_t_test/vtoonify.pt")
+
+
 def run(ckpt: Path, out: Path, *extra: str, backbone: str = "dualstylegan") -> int:
-    model = ckpt / ("vtoonify_d_test/vtoonify_s_d.pt" if backbone == "dualstylegan" else "vtoonify_t_test/vtoonify.pt")
-    args = ["--ckpt", str(model), "--style_encoder_path", str(ckpt / "encoder.pt"), "--faceparsing_path",
+    args = ["--ckpt", str(model_path(ckpt, backbone)), "--style_encoder_path", str(ckpt / "encoder.pt"), "--faceparsing_path",
             str(ckpt / "faceparsing.pth"), "--output_path", str(out), "--backbone", backbone, "--cpu", "--no_progress",
             "--style_id", "1", *extra]
     return main(args)
+
+
+def make_pipeline(ckpt: Path, backbone: str = "dualstylegan", **kwargs):
+    """The Python API on the same checkpoints as :func:`run` (CPU)."""
+    from pipeline.stylize import VToonifyPipeline
+
+    return VToonifyPipeline(model_path(ckpt, backbone), style_encoder_path=ckpt / "encoder.pt",
+                            faceparsing_path=ckpt / "faceparsing.pth", device="cpu", **kwargs)
+
+
+def record_writes(monkeypatch) -> dict[Path, list[np.ndarray]]:
+    """Every frame handed to a VideoWriter (copied), by the writer's final path; the frames are still written."""
+    from pipeline import video
+
+    written: dict[Path, list[np.ndarray]] = {}
+    original = video.VideoWriter.write
+
+    def recording(self, frame):
+        written.setdefault(self.path, []).append(np.array(frame))
+        return original(self, frame)
+
+    monkeypatch.setattr(video.VideoWriter, "write", recording)
+    return written
+
+
+def compile_with(monkeypatch, backend) -> None:
+    """Make torch.compile (as the pipeline calls it) use ``backend``, a fast stand-in for inductor."""
+    import torch
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, **{**kw, "mode": None, "backend": backend}))
+    torch._dynamo.reset()
 
 
 @pytest.fixture(scope="session")
@@ -47,12 +82,6 @@ def astronaut_video(tmp_path_factory) -> Path:
     return synthesize_test_video(path, skdata.astronaut(), n_frames=6, fps=10, size=(384, 384), motion="zoom")
 
 
-def _read(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path))
-    assert img is not None, path
-    return img
-
-
 def _count_frames(path: Path) -> int:
     from pipeline.video import VideoReader
 
@@ -63,7 +92,7 @@ def _count_frames(path: Path) -> int:
 # ------------------------------------------------------------------------------------------- images
 def test_image_dualstylegan_scale_image(ckpt, astronaut_jpg, tmp_path):
     assert run(ckpt, tmp_path, "--content", str(astronaut_jpg), "--scale_image") == 0
-    inp, out = _read(tmp_path / "astronaut_input.jpg"), _read(tmp_path / "astronaut_vtoonify_d.jpg")
+    inp, out = read_image(tmp_path / "astronaut_input.jpg"), read_image(tmp_path / "astronaut_vtoonify_d.jpg")
     # eye distance 43.3 px -> 64 px: scale 1.477, 512 -> 756 px, crop 400 wide around the eyes, 352 high
     # (clipped at the top of the frame), both multiples of 8.
     assert inp.shape == (352, 400, 3)
@@ -80,14 +109,14 @@ def test_style_options_change_the_result(ckpt, astronaut_jpg, tmp_path):
     for name, extra in {"base": [], "deg": ["--style_degree", "0.9"], "color": ["--color_transfer"],
                         "style": ["--style_id", "2"]}.items():
         assert run(ckpt, tmp_path / name, "--content", str(astronaut_jpg), "--scale_image", *extra) == 0
-        outs[name] = _read(tmp_path / name / "astronaut_vtoonify_d.jpg").astype(np.int16)
+        outs[name] = read_image(tmp_path / name / "astronaut_vtoonify_d.jpg").astype(np.int16)
     for name in ("deg", "color", "style"):
         assert np.abs(outs[name] - outs["base"]).mean() > 0.1, name
 
 
 def test_image_toonify(ckpt, astronaut_jpg, tmp_path):
     assert run(ckpt, tmp_path, "--content", str(astronaut_jpg), "--scale_image", backbone="toonify") == 0
-    assert _read(tmp_path / "astronaut_vtoonify_t.jpg").shape == (1408, 1600, 3)
+    assert read_image(tmp_path / "astronaut_vtoonify_t.jpg").shape == (1408, 1600, 3)
 
 
 def test_any_input_size_without_scale_image(ckpt, tmp_path):
@@ -95,8 +124,8 @@ def test_any_input_size_without_scale_image(ckpt, tmp_path):
     path = tmp_path / "odd.png"
     cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     assert run(ckpt, tmp_path / "out", "--content", str(path)) == 0
-    assert _read(tmp_path / "out" / "odd_input.jpg").shape == (301, 509, 3)
-    assert _read(tmp_path / "out" / "odd_vtoonify_d.jpg").shape == (4 * 301, 4 * 509, 3)
+    assert read_image(tmp_path / "out" / "odd_input.jpg").shape == (301, 509, 3)
+    assert read_image(tmp_path / "out" / "odd_vtoonify_d.jpg").shape == (4 * 301, 4 * 509, 3)
 
 
 # ------------------------------------------------------------------------------------------- videos
@@ -234,10 +263,7 @@ def test_no_partial_output_on_failure_midway(ckpt, astronaut_video, tmp_path, mo
 
 def test_pipeline_is_reusable(ckpt, astronaut_jpg):
     """Load once, stylise many: the Python API gives the CLI's result."""
-    from pipeline.stylize import VToonifyPipeline
-
-    pipe = VToonifyPipeline(ckpt / "vtoonify_d_test/vtoonify_s_d.pt", style_encoder_path=ckpt / "encoder.pt",
-                            faceparsing_path=ckpt / "faceparsing.pth", device="cpu")
+    pipe = make_pipeline(ckpt)
     rgb = skdata.astronaut()
     a = pipe.stylize_image(rgb, style_id=1, scale_image=True)
     b = pipe.stylize_image(rgb, style_id=1, scale_image=True)
@@ -278,29 +304,20 @@ def test_overlapped_io_gives_the_same_video(ckpt, astronaut_video, tmp_path, mon
     same order, that the serial loop does. (The frames handed over are compared: libx264's frame threads may
     make different but equally faithful choices from run to run.)"""
     from pipeline import video
-    from pipeline.stylize import VToonifyPipeline
 
-    written: dict[str, list[np.ndarray]] = {}
-    original = video.VideoWriter.write
-
-    def recording(self, frame):
-        written.setdefault(self.path.name, []).append(np.array(frame))
-        return original(self, frame)
-
-    monkeypatch.setattr(video.VideoWriter, "write", recording)
-    pipe = VToonifyPipeline(ckpt / "vtoonify_d_test/vtoonify_s_d.pt", style_encoder_path=ckpt / "encoder.pt",
-                            faceparsing_path=ckpt / "faceparsing.pth", device="cpu")
+    written = record_writes(monkeypatch)
+    pipe = make_pipeline(ckpt)
     runs = []
     for overlap in (True, False):
         written.clear()
         result = pipe.stylize_video(astronaut_video, tmp_path / str(overlap), style_id=1, progress=False, batch_size=2,
                                     overlap=overlap)
-        runs.append(dict(written))
+        runs.append({path.name: frames for path, frames in written.items()})
         assert result.frames == 6
         for path in (result.input_path, result.output_path):
             with video.VideoReader(path) as reader:
                 decoded = list(reader)
-            sent = written[path.name]
+            sent = written[path]
             assert len(decoded) == len(sent) == 6
             assert max(np.abs(d.astype(int) - s.astype(int)).mean() for d, s in zip(decoded, sent)) < 3
     assert runs[0].keys() == runs[1].keys() and len(runs[0]) == 2
@@ -332,7 +349,7 @@ def test_compiled_pipeline_traces_whole_and_compiles_once_per_video(ckpt, astron
     backend here (inductor's C++ build takes minutes on CI); on a machine with a compiler use the real one."""
     import torch
 
-    from pipeline import stylize, video
+    from pipeline import stylize
     from style_transfer import build_parser
 
     assert build_parser().parse_args(["--compile"]).compile == "default"
@@ -343,24 +360,16 @@ def test_compiled_pipeline_traces_whole_and_compiles_once_per_video(ckpt, astron
         graphs.append([tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)])
         return gm.forward
 
-    real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, **{**kw, "mode": None, "backend": counting_backend}))
-    written: dict[str, list[np.ndarray]] = {}
-    original = video.VideoWriter.write
-    monkeypatch.setattr(video.VideoWriter, "write",
-                        lambda self, frame: (written.setdefault(str(self.path), []).append(np.array(frame)), original(self, frame))[1])
-    paths = dict(style_encoder_path=ckpt / "encoder.pt", faceparsing_path=ckpt / "faceparsing.pth", device="cpu")
-    model = ckpt / "vtoonify_d_test/vtoonify_s_d.pt"
+    compile_with(monkeypatch, counting_backend)
+    written = record_writes(monkeypatch)
     with pytest.raises(ValueError, match="compile must be"):
-        stylize.VToonifyPipeline(model, compile="fastest", **paths)
-    torch._dynamo.reset()
-    compiled = stylize.VToonifyPipeline(model, compile="default", **paths)
-    eager = stylize.VToonifyPipeline(model, **paths)
+        make_pipeline(ckpt, compile="fastest")
+    compiled, eager = make_pipeline(ckpt, compile="default"), make_pipeline(ckpt)
     results = [pipe.stylize_video(astronaut_video, tmp_path / name, style_id=1, progress=False, batch_size=4)
                for name, pipe in (("compiled", compiled), ("eager", eager))]
     assert [r.frames for r in results] == [6, 6]
     assert len(graphs) == 1 and graphs[0][0][0] == 4  # 6 frames = a batch of 4 + a batch of 2 padded to 4
-    a, b = (written[str(r.output_path)] for r in results)
+    a, b = (written[r.output_path] for r in results)
     assert len(a) == len(b) == 6
     assert max(np.abs(x.astype(int) - y.astype(int)).max() for x, y in zip(a, b)) <= 1
     # another style degree reuses the graph (the degree is a tensor input, not a constant baked into it)
@@ -378,21 +387,15 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(ckpt, astronaut_jpg,
     """No C++ compiler (CPU) or no Triton (GPU): --compile warns once and the job finishes uncompiled."""
     import torch
 
-    from pipeline import stylize
-
     def broken_backend(gm, example_inputs):
         raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
 
-    real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, **{**kw, "mode": None, "backend": broken_backend}))
-    paths = dict(style_encoder_path=ckpt / "encoder.pt", faceparsing_path=ckpt / "faceparsing.pth", device="cpu")
-    model = ckpt / "vtoonify_t_test/vtoonify.pt"
-    torch._dynamo.reset()
-    compiled = stylize.VToonifyPipeline(model, compile="default", **paths)
+    compile_with(monkeypatch, broken_backend)
+    compiled = make_pipeline(ckpt, "toonify", compile="default")
     rgb = skdata.astronaut()
     with pytest.warns(RuntimeWarning, match="compile='default' failed .*C\\+\\+ compiler.*running without compilation"):
         a = compiled.stylize_image(rgb, scale_image=True)
     assert compiled.compile is None
-    b = stylize.VToonifyPipeline(model, **paths).stylize_image(rgb, scale_image=True)
+    b = make_pipeline(ckpt, "toonify").stylize_image(rgb, scale_image=True)
     assert np.array_equal(a.output, b.output)
     torch._dynamo.reset()
