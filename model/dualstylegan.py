@@ -23,7 +23,29 @@ from torch import nn
 
 from model.stylegan.model import ConvLayer, EqualLinear, Generator, apply_mapping, mapping_network
 
-__all__ = ["AdaptiveInstanceNorm", "AdaResBlock", "DualStyleGAN"]
+__all__ = ["AdaptiveInstanceNorm", "AdaResBlock", "DualStyleGAN", "STRUCTURE_ROWS", "interp_weights", "mix_rows",
+           "exstyle_code"]
+
+#: W+ rows 0 .. 6 carry an exemplar's structure (the ModRes rows ``<= res_index`` for the default
+#: ``res_index=6``); rows 7 .. carry its colour and texture.
+STRUCTURE_ROWS = 7
+
+
+def interp_weights(style_degree: float, color_transfer: bool, n_latent: int = 18) -> list[float]:
+    """DualStyleGAN's per-row ``interp_weights``: the style degree on the structure rows, and 1 (the
+    exemplar's colours) or 0 (the content's colours) on the colour rows."""
+    return [float(style_degree)] * STRUCTURE_ROWS + [1.0 if color_transfer else 0.0] * (n_latent - STRUCTURE_ROWS)
+
+
+def mix_rows(structure: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """A (B, n_latent, C) code with rows 0 .. 6 from ``structure`` and the remaining rows from ``colour``."""
+    return torch.cat([structure[:, :STRUCTURE_ROWS], colour[:, STRUCTURE_ROWS:]], dim=1)
+
+
+def exstyle_code(exstyle: torch.Tensor, content: torch.Tensor, color_transfer: bool) -> torch.Tensor:
+    """The extrinsic style code VToonify-D is driven with: the exemplar's W+ code ``exstyle`` as it is
+    with colour transfer, else its structure rows with the colour rows of the ``content`` code."""
+    return exstyle if color_transfer else mix_rows(exstyle, content)
 
 
 class AdaptiveInstanceNorm(nn.Module):
