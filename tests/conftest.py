@@ -38,14 +38,23 @@ def manifest(name: str) -> list[tuple[str, tuple, str, str]]:
 
 
 def assert_golden(actual: torch.Tensor, ref: torch.Tensor | np.ndarray, what: str = "") -> float:
-    """The golden tolerance: max|diff| <= 1e-4 * max(1, std(ref)) and relative L2 <= 1e-5. Returns max|diff|."""
+    """The golden tolerance, with ``scale = max(1, std(ref))`` and ``n`` elements. Returns max|diff|.
+
+    * max|diff| <= 1e-4 * scale (the original re-run in float64 differs from its float32 golden by ~1e-6);
+    * relative L2 <= 1e-5, relative to ``max(|ref|_2, sqrt(n) * scale)``: for a dense reference this is the
+      plain relative L2 (it catches small errors spread over the whole tensor that max|diff| lets pass);
+      for a sparse one (a mostly-zero mask) it bounds the RMS error by 1e-5 * scale, because its own norm
+      is too small to measure float32 rounding against: which kernels the convolution library picks on a
+      given CPU then decides the outcome.
+    """
     ref = torch.as_tensor(ref, dtype=torch.float64)
     actual = actual.detach().to(torch.float64).cpu()
     assert actual.shape == ref.shape, f"{what}: shape {tuple(actual.shape)} != reference {tuple(ref.shape)}"
     diff = (actual - ref).abs().max().item()
-    tol = 1e-4 * max(1.0, ref.std().item())
-    rel = ((actual - ref).norm() / ref.norm().clamp_min(1e-12)).item()
-    assert diff <= tol and rel <= 1e-5, f"{what}: max|diff| {diff:.3g} (tol {tol:.3g}), relative L2 {rel:.3g}"
+    scale = max(1.0, ref.std().item())
+    tol = 1e-4 * scale
+    rel = ((actual - ref).norm() / max(ref.norm().item(), ref.numel() ** 0.5 * scale)).item()
+    assert diff <= tol and rel <= 1e-5, f"{what}: max|diff| {diff:.3g} (tol {tol:.3g}), relative L2 {rel:.3g} (tol 1e-5)"
     return diff
 
 
@@ -58,10 +67,11 @@ def _deterministic():
 @pytest.fixture(scope="session")
 def frozen_helpers(tmp_path_factory) -> dict[str, Path]:
     """Released-size pSp ``encoder.pt`` and BiSeNet ``faceparsing.pth`` with fill-rule weights (written once)."""
-    from benchmarks.make_fill_checkpoints import write_fill_face_parser, write_fill_style_encoder
+    from model.fill import write_fill_face_parser, write_fill_style_encoder
 
     root = tmp_path_factory.mktemp("frozen_helpers")
-    return {"encoder": write_fill_style_encoder(root / "encoder.pt"), "faceparsing": write_fill_face_parser(root / "faceparsing.pth")}
+    return {"encoder": write_fill_style_encoder(root / "encoder.pt", GOLDEN / "fill_psp_encoder.tsv"),
+            "faceparsing": write_fill_face_parser(root / "faceparsing.pth", GOLDEN / "fill_bisenet.tsv")}
 
 
 def write_tiny_checkpoints(root: Path, style: str, n_styles: int = 3) -> dict[str, Path]:

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_golden
 from model.bisenet.model import BiSeNet
 from model.checkpoint import CheckpointError, CheckpointMismatchError
 from model.encoder.encoders.psp_encoders import GradualStyleEncoder
@@ -58,14 +59,6 @@ def golden() -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(npz[k]) for k in npz.files if k.startswith(("psp/", "bisenet/"))}
 
 
-def assert_matches_golden(out: torch.Tensor, ref: torch.Tensor) -> None:
-    assert out.shape == ref.shape
-    max_diff = (out - ref).abs().max().item()
-    rel_l2 = ((out - ref).norm() / ref.norm()).item()
-    assert max_diff <= 1e-4 * max(1.0, ref.std().item()), f"max|diff| {max_diff:.3g}"
-    assert rel_l2 <= 1e-5, f"relative L2 {rel_l2:.3g}"
-
-
 # ----------------------------------------------------------------------------------------------- BiSeNet
 @pytest.fixture(scope="module")
 def bisenet() -> BiSeNet:
@@ -93,7 +86,7 @@ def test_bisenet_golden(bisenet: BiSeNet, golden: dict[str, torch.Tensor], index
     with torch.no_grad():
         outs = bisenet(golden["bisenet/in.x"])
     assert len(outs) == 3
-    assert_matches_golden(outs[index], golden[f"bisenet/out.{index}"])
+    assert_golden(outs[index], golden[f"bisenet/out.{index}"], f"bisenet out.{index}")
 
 
 @pytest.mark.parametrize("size", [(96, 160), (72, 100), (33, 47)])
@@ -170,7 +163,7 @@ def test_psp_options() -> None:
 def test_psp_golden(psp, golden: dict[str, torch.Tensor]) -> None:
     _, codes = psp
     assert codes.shape == (1, 18, 512)
-    assert_matches_golden(codes, golden["psp/out.codes_without_latent_avg"])
+    assert_golden(codes, golden["psp/out.codes_without_latent_avg"], "pSp codes")
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 128, 128), (1, 3, 256, 320), (1, 1, 256, 256), (3, 256, 256)])
