@@ -81,7 +81,8 @@ def _strip_prefix(sd: Mapping[str, Any], prefix: str) -> "OrderedDict[str, Any]"
     return OrderedDict((k[len(prefix):] if k.startswith(prefix) else k, v) for k, v in sd.items())
 
 
-def extract_state_dict(obj: Any, *, key: str | None = None, source: str = "checkpoint") -> tuple["OrderedDict[str, torch.Tensor]", list[str]]:
+def extract_state_dict(obj: Any, *, key: str | None = None,
+                       source: str = "checkpoint") -> tuple["OrderedDict[str, torch.Tensor]", list[str]]:
     """Unwrap a loaded checkpoint into a flat state_dict.
 
     Looks for ``key`` if given, else ``'g_ema'``, then ``'state_dict'``, else treats ``obj`` itself as the
@@ -201,18 +202,21 @@ def load_state_dict_strict(
 # ---------------------------------------------------------------------------------------------------
 # Building models straight from checkpoints
 # ---------------------------------------------------------------------------------------------------
-def build_from_state_dict(factory, sd: Mapping[str, torch.Tensor], *, expected_kind: str | None = None, source: str = "checkpoint") -> nn.Module:
+def build_from_state_dict(factory, sd: Mapping[str, torch.Tensor], *, expected_kind: str | None = None,
+                          source: str = "checkpoint") -> nn.Module:
     """Construct ``factory()`` without random initialisation and load ``sd`` into it strictly.
 
     The module is built on the ``meta`` device (no memory, no RNG work) and the checkpoint's tensors are
     assigned to it; this avoids initialising hundreds of millions of parameters only to overwrite them.
-    Falls back to a normal construction if the module holds state the checkpoint does not cover.
+    Falls back to a normal construction if the module holds state the checkpoint does not cover, except
+    non-persistent buffers that ``factory`` filled from real tensors (they are not on ``meta``).
     """
     with torch.device("meta"):
         module = factory()
     own = module.state_dict()
     covered = set(own) == set(sd) and all(tuple(own[k].shape) == tuple(sd[k].shape) for k in own)
-    not_in_sd = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if n not in own]
+    not_in_sd = [n for n, t in list(module.named_parameters()) + list(module.named_buffers())
+                 if n not in own and t.is_meta]
     if not covered or not_in_sd:
         module = factory()
         load_state_dict_strict(module, sd, expected_kind=expected_kind, source=source)

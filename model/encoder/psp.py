@@ -2,7 +2,7 @@
 
 ``encoder.pt`` is a dict ``{'opts': <pSp training options>, 'state_dict': {...}, 'latent_avg': Tensor}``
 whose ``encoder.*`` entries are a :class:`GradualStyleEncoder` (the ``decoder.*`` StyleGAN2 entries are
-ignored). :func:`load_psp_standalone` returns the encoder in eval mode with a forward hook that adds
+ignored). :func:`load_psp_standalone` returns it as a :class:`ZPlusEncoder` in eval mode, which adds
 ``latent_avg`` to every output, so ``encoder(x)`` for an aligned 256x256 face in [-1, 1] is a
 ``(B, 18, 512)`` **Z+** code (VToonify maps it to W+ with ``zplus2wplus``).
 """
@@ -15,13 +15,13 @@ from collections import OrderedDict
 from typing import Any, Mapping
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from model.checkpoint import CheckpointError, build_from_state_dict, safe_load
 
 from .encoders.psp_encoders import GradualStyleEncoder
 
-__all__ = ["load_psp_standalone"]
+__all__ = ["ZPlusEncoder", "load_psp_standalone"]
 
 _PREFIX = "encoder."
 
@@ -41,16 +41,29 @@ def _options(raw: Any, source: str) -> dict[str, Any]:
     return opts
 
 
-def _add_latent_avg(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> Tensor:
-    return output + module.latent_avg
+class ZPlusEncoder(GradualStyleEncoder):
+    """A :class:`GradualStyleEncoder` whose codes are offset by ``latent_avg``: ``forward(x)`` is a Z+ code.
+
+    ``latent_avg`` (broadcastable to ``(B, n_styles, 512)``) is a non-persistent buffer: it follows
+    ``.to()`` but ``state_dict()`` keeps exactly the encoder's keys (those of ``encoder.*`` in the file).
+    """
+
+    latent_avg: Tensor
+
+    def __init__(self, latent_avg: Tensor, num_layers: int = 50, mode: str = "ir_se", opts: Any = None) -> None:
+        super().__init__(num_layers, mode, opts)
+        self.register_buffer("latent_avg", latent_avg, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) + self.latent_avg
 
 
-def load_psp_standalone(checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu") -> GradualStyleEncoder:
-    """Load ``encoder.pt`` into a :class:`GradualStyleEncoder` that outputs Z+ codes.
+def load_psp_standalone(checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu") -> ZPlusEncoder:
+    """Load ``encoder.pt`` into a :class:`ZPlusEncoder` (a :class:`GradualStyleEncoder` that outputs Z+ codes).
 
     The encoder is loaded strictly (every ``encoder.*`` key must match), put in eval mode and moved to
     ``device``. ``latent_avg`` is kept as a non-persistent buffer (so it follows ``.to()`` but stays out
-    of ``state_dict()``) and added to every output by a forward hook: ``encoder(x)`` has shape
+    of ``state_dict()``) and added to every output: ``encoder(x)`` has shape
     ``(B, n_styles, 512)`` with ``n_styles = 2 * log2(opts['output_size']) - 2`` (18 for 1024).
 
     Raises:
@@ -90,9 +103,8 @@ def load_psp_standalone(checkpoint_path: str | os.PathLike, device: str | torch.
         raise CheckpointError(f"{source}: 'state_dict' has no '{_PREFIX}*' entries (not a pSp checkpoint?)")
 
     # Built without random init and loaded by assignment: the file's tensors become the parameters (no copy).
-    encoder = build_from_state_dict(lambda: GradualStyleEncoder(50, "ir_se", opts), enc_sd, expected_kind="psp",
+    latent_avg = latent_avg.detach().to(torch.float32)
+    encoder = build_from_state_dict(lambda: ZPlusEncoder(latent_avg, 50, "ir_se", opts), enc_sd, expected_kind="psp",
                                     source=f"{source} ['state_dict'] encoder.*")
     del ckpt, state_dict  # the decoder.* entries are not needed
-    encoder.register_buffer("latent_avg", latent_avg.detach().to(torch.float32), persistent=False)
-    encoder.register_forward_hook(_add_latent_avg)
     return encoder.eval().to(device)
