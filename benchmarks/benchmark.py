@@ -29,7 +29,6 @@ import json
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,14 +37,13 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from make_fill_checkpoints import write_fill_checkpoints  # this script's sibling (benchmarks/ is sys.path[0])
+
+from pipeline.faces import apply_crop, crop_parameters, select_face
+from pipeline.stylize import COMPILE_MODES, VToonifyPipeline, frames_to_tensor, tensor_to_frames
+from pipeline.video import VideoReader, VideoWriter, probe, synthesize_test_video
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.make_fill_checkpoints import write_fill_checkpoints  # noqa: E402
-from pipeline.faces import apply_crop, crop_parameters, select_face  # noqa: E402
-from pipeline.stylize import COMPILE_MODES, VToonifyPipeline, frames_to_tensor, tensor_to_frames  # noqa: E402
-from pipeline.video import VideoReader, VideoWriter, probe, synthesize_test_video  # noqa: E402
 
 CKPT = {"dualstylegan": "vtoonify_d_fill/vtoonify_s_d.pt", "toonify": "vtoonify_t_fill/vtoonify.pt"}
 
@@ -113,7 +111,8 @@ def make_video(args, tmp: Path) -> Path:
 
 
 @torch.inference_mode()
-def bench_backbone(args, backbone: str, video: Path, device: torch.device, dtype: torch.dtype, peak: float, tmp: Path) -> list[dict]:
+def bench_backbone(args, backbone: str, video: Path, device: torch.device, dtype: torch.dtype, peak: float,
+                   tmp: Path) -> list[dict]:
     ckpt = Path(args.ckpt_dir)
     pipe = VToonifyPipeline(ckpt / CKPT[backbone], backbone=backbone, style_encoder_path=ckpt / "encoder.pt",
                             faceparsing_path=ckpt / "faceparsing.pth", device=device, dtype=dtype, compile=args.compile)
@@ -142,7 +141,8 @@ def bench_backbone(args, backbone: str, video: Path, device: torch.device, dtype
         xb, pb = x.expand(batch, -1, -1, -1).contiguous(), parsing.expand(batch, -1, -1, -1).contiguous()
         t_batch = timed(lambda: pipe.stylize_tensor(xb, style, 0.5, pb), device, args.repeat)
         t_batch_parse = timed(lambda: pipe.stylize_tensor(xb, style, 0.5), device, args.repeat)
-        extra = {"batch": batch, "batch_fps": round(batch / t_batch, 2), "batch_fps_with_parse": round(batch / t_batch_parse, 2)}
+        extra = {"batch": batch, "batch_fps": round(batch / t_batch, 2),
+                 "batch_fps_with_parse": round(batch / t_batch_parse, 2)}
         if dtype != torch.float32:
             extra["psnr_vs_fp32"] = round(psnr_vs_float32(pipe, ckpt / CKPT[backbone], inputs, style, y, device), 2)
         out = np.zeros((4 * h, 4 * w, 3), np.uint8)
@@ -170,13 +170,15 @@ def bench_backbone(args, backbone: str, video: Path, device: torch.device, dtype
             def run(n):
                 short = tmp / f"clip{n}.mp4"
                 info = probe(video)
-                with VideoReader(video) as reader, VideoWriter(short, info.fps, info.width, info.height, audio_from=video) as wr:
+                with VideoReader(video) as reader, \
+                        VideoWriter(short, info.fps, info.width, info.height, audio_from=video) as wr:
                     for k, f in enumerate(reader):
                         if k == n:
                             break
                         wr.write(f)
                 t0 = time.perf_counter()
-                pipe.stylize_video(short, tmp / "out", style_id=0, scale_image=True, progress=False, batch_size=args.batch_size)
+                pipe.stylize_video(short, tmp / "out", style_id=0, scale_image=True, progress=False,
+                                   batch_size=args.batch_size)
                 sync(device)
                 return time.perf_counter() - t0
 
@@ -187,7 +189,6 @@ def bench_backbone(args, backbone: str, video: Path, device: torch.device, dtype
         row["peak_memory_gib"] = round(peak_memory_gib(device), 2)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    del pipe
     return rows
 
 
@@ -214,7 +215,8 @@ def main() -> None:
     ap.add_argument("--video", default=None, help="input video (default: a synthetic 400x368 astronaut clip)")
     ap.add_argument("--frames", type=int, default=6, help="frames of the end-to-end run (>= 3)")
     ap.add_argument("--batch_size", type=int, default=None, help="frames per forward of the end-to-end run")
-    ap.add_argument("--throughput_batch", type=int, default=None, help="batch of the batch_fps column (default 8 on CUDA, 1 on CPU)")
+    ap.add_argument("--throughput_batch", type=int, default=None,
+                    help="batch of the batch_fps column (default 8 on CUDA, 1 on CPU)")
     ap.add_argument("--compile", default=None, choices=COMPILE_MODES,
                     help="torch.compile the generator as style_transfer.py --compile does")
     ap.add_argument("--repeat", type=int, default=3)
@@ -231,8 +233,8 @@ def main() -> None:
     peak = conv_peak_gflops(device, dtype)
     meta = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
             + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
-            "device": str(device), "dtype": args.dtype, "compile": args.compile, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "conv_peak_gflops": round(peak, 1)}
+            "device": str(device), "dtype": args.dtype, "compile": args.compile, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "conv_peak_gflops": round(peak, 1)}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         video = make_video(args, Path(tmp))

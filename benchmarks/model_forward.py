@@ -10,15 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.fill import fill_module  # noqa: E402
-from model.vtoonify import VToonify  # noqa: E402
+from model.fill import fill_module
+from model.vtoonify import VToonify
 
 
 def main() -> None:

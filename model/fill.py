@@ -28,7 +28,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["FillRow", "read_fill_table", "default_fill_table", "fill_tensor", "fill_module"]
+__all__ = ["FillRow", "read_fill_table", "default_fill_table", "fill_tensor", "fill_module", "write_fill_style_encoder",
+           "write_fill_face_parser"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +113,24 @@ def fill_module(module: nn.Module, table: str | Path | Iterable[FillRow] | None 
             continue
         t.copy_(fill_tensor(r.key, r.shape, r.mode, r.mean, r.std))
     return module
+
+
+def write_fill_style_encoder(path: str | Path, table: str | Path | Iterable[FillRow]) -> Path:
+    """Write a released-size pSp ``encoder.pt`` (``opts``, ``state_dict`` with ``encoder.*`` keys, zero
+    ``latent_avg``) filled from ``table`` (rows keyed without the ``encoder.`` prefix)."""
+    from model.encoder.encoders.psp_encoders import GradualStyleEncoder
+
+    with torch.device("meta"):  # no random initialisation of ~267M parameters only to overwrite them
+        encoder = GradualStyleEncoder(50, "ir_se")
+    encoder = fill_module(encoder.to_empty(device="cpu"), table)
+    torch.save({"opts": {"input_nc": 3, "output_size": 1024}, "latent_avg": torch.zeros(18, 512),
+                "state_dict": {"encoder." + k: v for k, v in encoder.state_dict().items()}}, path)
+    return Path(path)
+
+
+def write_fill_face_parser(path: str | Path, table: str | Path | Iterable[FillRow]) -> Path:
+    """Write a BiSeNet ``faceparsing.pth`` (a plain state_dict, 19 classes) filled from ``table``."""
+    from model.bisenet.model import BiSeNet
+
+    torch.save(fill_module(BiSeNet(19), table).state_dict(), path)
+    return Path(path)

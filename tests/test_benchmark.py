@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,9 @@ def test_benchmark_script_writes_json_and_markdown(tmp_path, frozen_helpers):
     out = tmp_path / "results"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "benchmark.py"), "--ckpt_dir", str(ckpt), "--out", str(out),
            "--dtype", "bfloat16", "--frames", "3", "--repeat", "1", "--throughput_batch", "2", "--threads", "2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    # the repository on the path as `pip install -e .` puts it there (the suite also runs uninstalled)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((out / "results.json").read_text())
     assert data["meta"]["dtype"] == "bfloat16" and data["meta"]["conv_peak_gflops"] > 0

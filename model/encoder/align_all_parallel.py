@@ -1,4 +1,9 @@
-"""The original public names of the face alignment helpers, as thin wrappers over :mod:`pipeline.faces`.
+"""The original's import path of the face alignment helpers (``model.encoder.align_all_parallel.align_face``).
+
+This module is the one place under ``model/`` that reaches up into ``pipeline/``: face detection and FFHQ
+alignment live in :mod:`pipeline.faces`, and these two wrappers keep the original notebook's imports
+working. The import happens when a function is called, so importing ``model`` (or this module) never
+needs ``pipeline``; ``tests/test_layering.py`` allows exactly this one upward import.
 
 Both functions take ``img_or_path``: an image file path or an RGB ``uint8`` numpy array (HWC), and
 ``predictor``: a loaded ``dlib.shape_predictor`` (what the original passes), a
@@ -16,16 +21,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline import faces as _faces
-
 __all__ = ["get_landmark", "align_face"]
 
 
-def get_landmark(img_or_path: _faces.ImageInput, predictor: Any = None, which: _faces.Which = "largest") -> np.ndarray | None:
+def get_landmark(img_or_path: Any, predictor: Any = None, which: str = "largest") -> np.ndarray | None:
     """The ``(68, 2)`` dlib landmarks ``(x, y)`` of the chosen face, or ``None`` when there is no face."""
-    return _faces.landmarks(img_or_path, predictor, which)
+    from pipeline import faces
+
+    return faces.landmarks(img_or_path, predictor, which)
 
 
-def align_face(img_or_path: _faces.ImageInput, predictor: Any = None, which: _faces.Which = "largest") -> Image.Image | None:
+def align_face(img_or_path: Any, predictor: Any = None, which: str = "largest") -> Image.Image | None:
     """FFHQ-aligned 256x256 RGB PIL image of the chosen face, or ``None`` when there is no face."""
-    return _faces.align_face(img_or_path, predictor, output_size=256, transform_size=256, which=which)
+    from pipeline import faces
+
+    return faces.align_face(img_or_path, predictor, output_size=256, transform_size=256, which=which)

@@ -1,0 +1,120 @@
+"""Imports flow one way: ``model`` <- ``pipeline`` <- ``training`` / ``metrics`` / evaluation <- top-level scripts.
+
+``model/`` (networks, ops, checkpoint loading) must import and work with nothing above it; tests do not
+import ``benchmarks/``; benchmark and top-level scripts do not patch ``sys.path`` (the repository is
+installed with ``pip install -e .``).
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "model"
+
+# The one documented upward import: the original's path model.encoder.align_all_parallel.align_face wraps
+# pipeline.faces, imported inside the functions (so importing the module needs no pipeline).
+ALLOWED_UPWARD = {("model/encoder/align_all_parallel.py", "pipeline")}
+
+
+def _above_model() -> set[str]:
+    """Top-level names of the repository other than ``model``: its packages and its top-level modules."""
+    names = {p.stem for p in ROOT.glob("*.py")}
+    names |= {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    names |= {"tests", "benchmarks", "training", "pipeline", "metrics"}  # also when a folder lacks __init__.py
+    return names - {"model", "setup", "conftest"}
+
+
+def _imports(path: Path) -> list[tuple[str, int, bool]]:
+    """``(absolute module name, line, at module level)`` for every import in ``path`` (relative ones resolved)."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    top_level = {id(node) for node in tree.body}
+    top_level |= {id(n) for node in tree.body if isinstance(node, (ast.If, ast.Try)) for n in ast.walk(node)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno, id(node) in top_level) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module
+            found.append((name, node.lineno, id(node) in top_level))
+    return found
+
+
+def test_model_imports_nothing_above_it():
+    above = _above_model()
+    assert {"pipeline", "training", "util", "style_transfer"} <= above
+    bad = []
+    for path in sorted(MODEL.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        for name, line, module_level in _imports(path):
+            top = name.split(".")[0]
+            if top in above and ((rel, top) not in ALLOWED_UPWARD or module_level):
+                bad.append(f"{rel}:{line} imports {name}")
+    assert not bad, "model/ must not import the layers above it:\n" + "\n".join(bad)
+
+
+def test_relative_imports_are_resolved():
+    # the AST check above must see `from ..x import y` as the absolute module it is
+    names = {n for n, _, _ in _imports(MODEL / "encoder" / "psp.py")}
+    assert "model.encoder.encoders.psp_encoders" in names and "model.checkpoint" in names
+
+
+BLOCKED_IMPORT = textwrap.dedent("""
+    import importlib, importlib.abc, pkgutil, sys
+    BLOCKED = set(sys.argv[1].split(","))
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is above model/ and blocked")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    try:
+        import pipeline  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("the blocker does not block")
+    import model
+    names = ["model"] + [m.name for m in pkgutil.walk_packages(model.__path__, "model.")]
+    for name in names:
+        importlib.import_module(name)
+    leaked = sorted(n for n in sys.modules if n.split(".")[0] in BLOCKED)
+    assert not leaked, leaked
+    print(len(names))
+""")
+
+
+def test_every_model_module_imports_with_the_layers_above_unavailable():
+    above = sorted(_above_model())
+    proc = subprocess.run([sys.executable, "-c", BLOCKED_IMPORT, ",".join(above)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n_modules = int(proc.stdout.split()[-1])
+    assert n_modules >= len(list(MODEL.rglob("*.py"))) - 1, n_modules  # every module was imported
+
+
+def test_tests_do_not_import_benchmarks():
+    bad = [f"{p.name}:{line} imports {name}" for p in sorted((ROOT / "tests").glob("*.py"))
+           for name, line, _ in _imports(p) if name.split(".")[0] == "benchmarks"]
+    assert not bad, bad
+
+
+def test_scripts_do_not_patch_sys_path():
+    scripts = sorted(ROOT.glob("*.py")) + sorted((ROOT / "benchmarks").rglob("*.py"))
+    bad = []
+    for path in scripts:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name) \
+                    and node.value.id == "sys":
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not bad, "scripts use sys.path (install the repository with `pip install -e .` instead): " + ", ".join(bad)
