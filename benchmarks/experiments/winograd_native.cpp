@@ -1,4 +1,4 @@
-// Experiment only (benchmarks/winograd_experiment.py --native): not used by the models.
+// Experiment only (benchmarks/experiments/winograd_experiment.py --native): not used by the models.
 #include <torch/extension.h>
 #include <algorithm>
 #include <vector>

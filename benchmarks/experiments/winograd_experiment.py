@@ -1,7 +1,7 @@
 """Measured try: Winograd F(4x4, 3x3) convolutions in plain PyTorch against oneDNN's direct convolution.
 
-    python benchmarks/winograd_experiment.py            # the 3x3 layer shapes of VToonify at 392x360 input
-    python benchmarks/winograd_experiment.py --native   # also with C++ tile transforms (needs g++; ~20 s build)
+    python benchmarks/experiments/winograd_experiment.py            # the 3x3 layer shapes of VToonify at 392x360 input
+    python benchmarks/experiments/winograd_experiment.py --native   # also with C++ tile transforms (needs g++; ~20 s build)
 
 Winograd F(4x4, 3x3) needs 36 multiplications per 4x4 output tile and channel pair instead of 144 (4x fewer):
 input tiles 6x6 -> B^T d B, filters -> G g G^T, 36 GEMMs of (tiles x C_in) @ (C_in x C_out), outputs A^T m A.
@@ -10,8 +10,8 @@ can be had without a native kernel. For each shape the script prints the direct 
 FLOP rate, the Winograd time split into its parts, the speed-up and the relative error (it asserts the
 result is within the project's float tolerance of the direct convolution), then the rates of the GEMM
 routes PyTorch offers on this machine. ``--native`` adds the same algorithm with the tile transforms as a small
-C++/OpenMP kernel (``benchmarks/winograd_native.cpp``, built into a temporary folder) and the 36 GEMMs through
-oneDNN (its matmul, and 1x1 convolutions), which is what a production version would look like.
+C++/OpenMP kernel (``benchmarks/experiments/winograd_native.cpp``, built into a temporary folder) and the 36 GEMMs
+through oneDNN (its matmul, and 1x1 convolutions), which is what a production version would look like.
 
 Result on the 2-core AVX-512 (AMD EPYC) CI machine type: see benchmarks/README.md ("Winograd").
 """
@@ -100,7 +100,8 @@ def native_rows(shapes) -> None:
             m = torch.stack([torch.ops.mkldnn._linear_pointwise(v[k], u_lin[k], None, "none", [], "") for k in range(36)])
         else:
             p = v.shape[1]
-            m = torch.stack([F.conv2d(v[k].view(1, p, 1, c).permute(0, 3, 1, 2), u_conv[k]).view(-1, p).t() for k in range(36)])
+            m = torch.stack([F.conv2d(v[k].view(1, p, 1, c).permute(0, 3, 1, 2), u_conv[k]).view(-1, p).t()
+                             for k in range(36)])
         return ext.output_transform(m.contiguous(), n, h, w, bias).permute(0, 3, 1, 2)
 
     for c, co, h, w in shapes:
@@ -121,8 +122,8 @@ def native_rows(shapes) -> None:
             t = best_of(lambda: run(x, u_lin, u_conv, bias, gemm))
             cells.append(f"{1e3 * t:.1f}, {t_direct / t:.2f}x")
         assert err < 1e-4, f"native Winograd result off by {err:.2g}"
-        print(f"| {c} -> {co}, {h} x {w} | {1e3 * t_direct:.1f} | {1e3 * t_in:.1f} / {1e3 * t_out:.1f} | {cells[0]} | {cells[1]} "
-              f"| {err:.1e} |")
+        print(f"| {c} -> {co}, {h} x {w} | {1e3 * t_direct:.1f} | {1e3 * t_in:.1f} / {1e3 * t_out:.1f} "
+              f"| {cells[0]} | {cells[1]} | {err:.1e} |")
 
 
 @torch.inference_mode()
@@ -165,7 +166,8 @@ def main() -> None:
         ws = [t.view(co, c, 1, 1) for t in wt]
         rates = [gflop / best_of(lambda: torch.bmm(v, u)), gflop / best_of(lambda: [torch.mm(v[i], u[i]) for i in range(36)])]
         try:
-            rates.append(gflop / best_of(lambda: [torch.ops.mkldnn._linear_pointwise(v[i], wt[i], None, "none", [], "") for i in range(36)]))
+            linear = torch.ops.mkldnn._linear_pointwise
+            rates.append(gflop / best_of(lambda: [linear(v[i], wt[i], None, "none", [], "") for i in range(36)]))
         except (RuntimeError, AttributeError):
             rates.append(float("nan"))
         rates.append(gflop / best_of(lambda: [F.conv2d(xs[i], ws[i]) for i in range(36)]))
