@@ -13,7 +13,7 @@ Stages, timed per frame (median of ``--repeat`` runs after one warm-up):
 ``detect`` (dlib face + landmarks on the full frame), ``parse`` (BiSeNet at 2x), ``style_encoder``
 (alignment + pSp, done once per video), ``generator`` (VToonify), ``decode`` / ``encode`` (video I/O).
 ``end_to_end`` is ``(time(N frames) - time(2 frames)) / (N - 2)`` of ``stylize_video`` with the models
-already loaded, i.e. the steady-state cost of one more frame, as measured for the original in NOTES.md.
+already loaded, i.e. the steady-state cost of one more frame (the measure used for the original in benchmarks/README.md).
 ``conv_efficiency`` is the generator's FLOP rate over the machine's measured rate on a large 3x3
 convolution (the practical peak). Peak memory is the process's peak RSS (CPU) or peak CUDA allocation.
 ``batch_fps`` is the generator's throughput on batches of ``--throughput_batch`` frames (parsing included in
