@@ -64,6 +64,26 @@ def test_parameter_counts(name):
 
 
 # --------------------------------------------------------------------------------------------- golden
+def test_golden_tolerance_rule():
+    # assert_golden: max|diff| <= 1e-4 * max(1, std) and an L2 bound relative to max(|ref|, sqrt(n) * max(1, std)).
+    g = torch.Generator().manual_seed(0)
+    dense = torch.randn(4096, generator=g, dtype=torch.float64)
+    mask = torch.zeros(4096, dtype=torch.float64)
+    mask[:40] = torch.rand(40, generator=g, dtype=torch.float64)  # 99% zeros, like the VToonify-D masks
+    rounding = 3e-6 * torch.randn(4096, generator=g, dtype=torch.float64)  # float32 kernel-choice noise
+    assert_golden(dense + rounding, dense)
+    assert_golden(mask + rounding * (mask > 0), mask)
+    assert_golden(mask + 3e-6 * (torch.arange(4096) < 400), mask)  # the CPU-dependent case: fine on a sparse ref
+    with pytest.raises(AssertionError, match="max"):  # one element off by more than the tolerance
+        assert_golden(dense + 2e-4 * (torch.arange(4096) == 7), dense)
+    with pytest.raises(AssertionError, match="relative L2"):  # a small error everywhere: only the L2 bound sees it
+        assert_golden(dense + 3e-5, dense)
+    with pytest.raises(AssertionError, match="relative L2"):  # ... also on a sparse reference
+        assert_golden(mask + 2e-5, mask)
+    with pytest.raises(AssertionError, match="shape"):
+        assert_golden(dense[:-1], dense)
+
+
 @pytest.mark.parametrize("tag", ["D", "T"])
 @torch.no_grad()
 def test_vtoonify_golden(filled, tag):
