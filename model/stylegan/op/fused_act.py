@@ -76,4 +76,5 @@ class FusedLeakyReLU(nn.Module):
         return fused_leaky_relu(input, self.bias, self.negative_slope, self.scale)
 
     def extra_repr(self) -> str:
-        return f"channel={None if self.bias is None else self.bias.shape[0]}, negative_slope={self.negative_slope}, scale={self.scale:.4f}"
+        channel = None if self.bias is None else self.bias.shape[0]
+        return f"channel={channel}, negative_slope={self.negative_slope}, scale={self.scale:.4f}"
