@@ -188,6 +188,7 @@ def test_load_psp_standalone_round_trip(psp, golden: dict[str, torch.Tensor], tm
     loaded = load_psp_standalone(path, device="cpu")
     assert not loaded.training
     assert "latent_avg" not in loaded.state_dict()  # state_dict stays the official manifest
+    assert isinstance(loaded, GradualStyleEncoder) and not loaded._forward_hooks  # latent_avg is added in forward
     with torch.no_grad():
         out = loaded(golden["psp/in.x"])
     assert out.shape == (1, 18, 512)
