@@ -1,0 +1,135 @@
+"""benchmarks/device_check.py in its small mode (tiny models, CPU): every section runs and the report holds
+finite, meaningful numbers; plus known answers of its PSNR, goal and weight rules."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmarks import device_check
+from model.fill import fill_module
+
+EXPECTED_ROWS = {(b, s, d, "eager") for b in ("VToonify-D", "VToonify-T") for s in ("64x64->256x256", "48x40->192x160")
+                 for d in ("fp32", "fp16", "bf16")} | {
+    (b, s, "fp16", "reduce-overhead") for b in ("VToonify-D", "VToonify-T") for s in ("64x64->256x256", "48x40->192x160")}
+
+
+@pytest.fixture(scope="module")
+def small_report(tmp_path_factory, frozen_helpers):
+    out = tmp_path_factory.mktemp("device_check")
+    code = device_check.main(["--small", "--out", str(out), "--ckpt_dir", str(out / "ckpt"),
+                              "--faceparsing_path", str(frozen_helpers["faceparsing"]),
+                              "--style_encoder_path", str(frozen_helpers["encoder"])])
+    return code, json.loads((out / "device_check.json").read_text()), (out / "device_check.md").read_text()
+
+
+def test_small_mode_succeeds_with_every_section(small_report):
+    code, report, _ = small_report
+    assert code == 0
+    assert set(report) == {"meta", "op_tests", "throughput", "throughput_skipped", "training", "goal"}
+    assert report["meta"]["small"] is True and report["meta"]["device"] == "cpu"
+    assert report["throughput_skipped"] == []
+
+
+def test_small_mode_runs_the_op_tests(small_report):
+    ops = small_report[1]["op_tests"]
+    # one CPU test of the build rules passes; the kernel test needs a GPU and is skipped here
+    assert ops["returncode"] == 0 and ops["failed"] == 0
+    assert ops["passed"] >= 1 and ops["passed"] + ops["skipped"] >= 2
+    if not torch.cuda.is_available():
+        assert ops["skipped"] >= 1
+
+
+def test_throughput_rows_are_complete_and_finite(small_report):
+    rows = small_report[1]["throughput"]
+    assert {(r["backbone"], r["size"], r["dtype"], r["compile"]) for r in rows} == EXPECTED_ROWS
+    assert len(rows) == len(EXPECTED_ROWS)
+    for r in rows:
+        for key in ("fps", "fps_with_parse", "first_call_s", "peak_memory_gib", "contrast"):
+            assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] > 0, (key, r)
+        assert r["batch"] == 2 and r["cuda_ops"] is False
+        # the frames show an image, not a flat field (a flat output would make every PSNR high)
+        assert r["contrast"] > 20, r
+
+
+def test_psnr_against_fp32(small_report):
+    rows = small_report[1]["throughput"]
+    for r in rows:
+        if r["dtype"] == "fp32":
+            assert r["psnr_vs_fp32"] == "inf", r  # the fp32 reference against itself
+        else:
+            assert isinstance(r["psnr_vs_fp32"], float) and math.isfinite(r["psnr_vs_fp32"]), r
+    bf16 = [r["psnr_vs_fp32"] for r in rows if r["dtype"] == "bf16"]
+    fp16 = [r["psnr_vs_fp32"] for r in rows if r["dtype"] == "fp16"]
+    # bfloat16 keeps 8 mantissa bits, float16 11: bf16 is visibly off fp32 but close, fp16 closer
+    assert all(25 < p < 60 for p in bf16), bf16
+    assert all(p > 35 for p in fp16), fp16
+    assert np.mean(fp16) > np.mean(bf16)
+
+
+def test_training_smoke_run_of_both_backbones(small_report):
+    train = small_report[1]["training"]
+    assert [t["backbone"] for t in train] == ["VToonify-D", "VToonify-T"]
+    for t in train:
+        assert t["returncode"] == 0, t.get("tail")
+        assert t["steps"] == 2 and t["logged_steps"] == 2 and t["losses_finite"] is True
+        assert t["amp"] == "off (CPU)"
+        assert t["last_losses"] and all(math.isfinite(v) for v in t["last_losses"].values())
+        assert math.isfinite(t["s_per_step"]) and t["s_per_step"] > 0
+
+
+def test_goal_and_markdown(small_report):
+    _, report, markdown = small_report
+    goal = report["goal"]
+    assert goal["applicable"] is False and goal["verdict"] == "FAIL"  # tiny CPU models are far below 50 frames/s
+    assert goal["fps"] == max(r["fps"] for r in report["throughput"]
+                              if r["backbone"] == "VToonify-D" and r["size"].startswith("64x64") and r["dtype"] == "fp16")
+    assert "## Throughput" in markdown and "## Training smoke run" in markdown and "## CUDA op tests" in markdown
+    table = [line for line in markdown.splitlines() if line.startswith("| VToonify-")]
+    assert len(table) == len(report["throughput"]) + len(report["training"])
+    assert "**FAIL**" in markdown and "not applicable" in markdown
+
+
+def test_psnr_known_answers():
+    a = np.zeros((2, 4, 4, 3), np.uint8)
+    assert device_check.psnr(a, a) == math.inf
+    assert device_check.psnr(a, a + 1) == pytest.approx(20 * math.log10(255))
+    b = a.copy()
+    b[0] = 16  # MSE 128
+    assert device_check.psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 128))
+
+
+def _row(dtype, fps, psnr, compile="eager", size="256x256->1024x1024", backbone="VToonify-D"):
+    return {"backbone": backbone, "size": size, "dtype": dtype, "compile": compile, "fps": fps, "psnr_vs_fp32": psnr}
+
+
+def test_goal_verdict():
+    fast_fp16 = _row("fp16", 60.0, 38.0, "reduce-overhead")
+    assert device_check.goal([fast_fp16, _row("fp16", 30.0, 38.0)], 50, 35, True)["verdict"] == "PASS"
+    assert device_check.goal([fast_fp16], 50, 35, True)["compile"] == "reduce-overhead"
+    # fast enough but too far from fp32, or accurate but too slow, or only other rows fast: FAIL
+    assert device_check.goal([_row("fp16", 80.0, 34.0)], 50, 35, True)["verdict"] == "FAIL"
+    assert device_check.goal([_row("fp16", 49.0, 40.0)], 50, 35, True)["verdict"] == "FAIL"
+    others = [_row("bf16", 90.0, 40.0), _row("fp16", 90.0, 40.0, backbone="VToonify-T"),
+              _row("fp16", 90.0, 40.0, size="392x360->1568x1440"), _row("fp16", 10.0, 40.0)]
+    assert device_check.goal(others, 50, 35, True)["verdict"] == "FAIL"
+    assert device_check.goal([], 50, 35, True)["verdict"] == "FAIL"
+
+
+def test_visible_fill_doubles_only_the_plain_layers():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.linear = nn.Linear(4, 2)
+            self.other = nn.Parameter(torch.ones(5))
+
+    plain = fill_module(Net(), None)
+    doubled = device_check.visible_fill(Net(), None)
+    assert torch.equal(doubled.conv.weight, 2 * plain.conv.weight)
+    assert torch.equal(doubled.linear.weight, 2 * plain.linear.weight)
+    assert torch.equal(doubled.conv.bias, plain.conv.bias) and torch.equal(doubled.other, plain.other)
