@@ -30,6 +30,17 @@ CUDA_TOOLKIT_VERSION=13.0.3.0
 ARCHS="8.0;9.0"
 SKIP_VAR=VTOONIFY_SKIP_CUDA_BUILD
 
+# Warnings whose location is one of our source files (gcc "file:line:col: warning", nvcc
+# "file(line): warning"); warnings inside torch's or CUDA's headers are not ours to fix.
+our_warnings() {
+    grep -E "^($REPO/model/stylegan/op/cuda/|[^ ]*model/stylegan/op/cuda/)[^ :(]+(:[0-9]+(:[0-9]+)?:|\([0-9]+\):) *warning" "$1" || true
+}
+# `.ci/build_cuda.sh --check-log FILE` prints the lines of a build log that the build would fail on.
+if [ "${1:-}" = --check-log ]; then
+    our_warnings "$2"
+    exit 0
+fi
+
 if [ -n "${!SKIP_VAR:-}" ] && [ "${!SKIP_VAR}" != 0 ]; then
     if [ "${CI:-}" = true ]; then
         echo "build_cuda: $SKIP_VAR is set but CI=true; CI never skips the CUDA build" >&2
@@ -63,13 +74,16 @@ if [ ! -f "$VENV/.complete" ]; then
     touch "$VENV/.complete"
 fi
 
-# CUDA_HOME as torch's builder expects it (bin/nvcc, include/, lib64/), made of links into the wheel.
+# CUDA_HOME as torch's builder expects it (bin/nvcc, include/, lib64/), made of links into the wheel. The
+# wheel ships only libcudart.so.13; the linker's -lcudart needs the unversioned name next to it.
 CU13=$("$VENV/bin/python" -c 'import nvidia, pathlib; print(pathlib.Path(nvidia.__path__[0]) / "cu13")')
 export CUDA_HOME="$VENV/cuda_home"
-mkdir -p "$CUDA_HOME"
-ln -sfn "$CU13/bin" "$CUDA_HOME/bin"
-ln -sfn "$CU13/include" "$CUDA_HOME/include"
-ln -sfn "$CU13/lib" "$CUDA_HOME/lib64"
+rm -rf "$CUDA_HOME"
+mkdir -p "$CUDA_HOME/lib64"
+ln -s "$CU13/bin" "$CUDA_HOME/bin"
+ln -s "$CU13/include" "$CUDA_HOME/include"
+ln -s "$CU13"/lib/* "$CUDA_HOME/lib64/"
+ln -s libcudart.so.13 "$CUDA_HOME/lib64/libcudart.so"
 export PATH="$CUDA_HOME/bin:$PATH"
 export TORCH_CUDA_ARCH_LIST="$ARCHS" MAX_JOBS=${MAX_JOBS:-1} VTOONIFY_EXT_CACHE="$CACHE/ext"
 unset VTOONIFY_OPS
@@ -103,10 +117,7 @@ _cuda_build.build_extension('$name', verbose=True)
     fi
 done
 
-# Warnings whose location is one of our source files (gcc "file:line:col: warning", nvcc
-# "file(line): warning"); warnings inside torch's or CUDA's headers are not ours to fix.
-SRC_DIR="$REPO/model/stylegan/op/cuda"
-OURS=$(grep -E "^($SRC_DIR/|[^ ]*model/stylegan/op/cuda/)[^ :(]+(:[0-9]+(:[0-9]+)?:|\([0-9]+\):) *warning" "$LOG" || true)
+OURS=$(our_warnings "$LOG")
 if [ -n "$OURS" ]; then
     cat "$LOG"
     echo "build_cuda: FAILED: compiler warnings in our sources:" >&2
