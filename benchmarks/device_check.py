@@ -44,7 +44,6 @@ import math
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,8 +76,8 @@ CKPT_NAMES = {"dualstylegan": "vtoonify_d_check/vtoonify_s_d.pt", "toonify": "vt
 
 # ------------------------------------------------------------------------------------------------ weights
 @torch.no_grad()
-def visible_fill(model: nn.Module, table: Path | None) -> nn.Module:
-    """Fill-rule weights (``table``, or the module's own initialisation when None) with the weights of
+def visible_fill(model: nn.Module, table) -> nn.Module:
+    """Fill-rule weights (``table`` as :func:`model.fill.fill_module` takes it) with the weights of
     the plain ``nn.Conv2d`` / ``nn.Linear`` layers doubled, so that the signal survives every layer."""
     fill_module(model, table)
     for module in model.modules():

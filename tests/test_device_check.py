@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ import torch
 from torch import nn
 
 from benchmarks import device_check
-from model.fill import fill_module
+from model.fill import default_fill_table, fill_module
 
 EXPECTED_ROWS = {(b, s, d, "eager") for b in ("VToonify-D", "VToonify-T") for s in ("64x64->256x256", "48x40->192x160")
                  for d in ("fp32", "fp16", "bf16")} | {
@@ -128,8 +131,56 @@ def test_visible_fill_doubles_only_the_plain_layers():
             self.linear = nn.Linear(4, 2)
             self.other = nn.Parameter(torch.ones(5))
 
-    plain = fill_module(Net(), None)
-    doubled = device_check.visible_fill(Net(), None)
+    table = default_fill_table(Net())
+    plain = fill_module(Net(), table)
+    doubled = device_check.visible_fill(Net(), table)
     assert torch.equal(doubled.conv.weight, 2 * plain.conv.weight)
     assert torch.equal(doubled.linear.weight, 2 * plain.linear.weight)
     assert torch.equal(doubled.conv.bias, plain.conv.bias) and torch.equal(doubled.other, plain.other)
+
+
+# ------------------------------------------------------------------------------------------------------
+# .ci/build_cuda.sh: the rules that need no toolchain (the build itself runs in .ci/run)
+# ------------------------------------------------------------------------------------------------------
+BUILD_CUDA = Path(__file__).resolve().parents[1] / ".ci" / "build_cuda.sh"
+
+
+def _build_cuda(*args: str, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("CI", "VTOONIFY_SKIP_CUDA_BUILD")}
+    # PYTHON=false: past the skip rules the script stops at once (it would create the environment otherwise)
+    return subprocess.run(["bash", str(BUILD_CUDA), *args], env={**base, "PYTHON": "false", **env}, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_build_cuda_is_skipped_locally_on_request(tmp_path):
+    proc = _build_cuda(VTOONIFY_SKIP_CUDA_BUILD="1", VTOONIFY_CUDA_CI_CACHE=str(tmp_path / "cache"))
+    assert proc.returncode == 0 and "skipped" in proc.stdout
+    assert not (tmp_path / "cache").exists()
+
+
+def test_build_cuda_refuses_to_skip_in_ci(tmp_path):
+    proc = _build_cuda(VTOONIFY_SKIP_CUDA_BUILD="1", CI="true", VTOONIFY_CUDA_CI_CACHE=str(tmp_path / "cache"))
+    assert proc.returncode == 1 and "CI never skips" in proc.stderr
+    assert not (tmp_path / "cache").exists()
+
+
+def test_build_cuda_flags_only_warnings_in_our_sources(tmp_path):
+    """The log filter on the formats nvcc 13 and gcc 12 print (lines copied from their output)."""
+    ours_nvcc = ("/repo/model/stylegan/op/cuda/upfirdn2d_kernel.cu(12): warning #177-D: variable \"unused\" was "
+                 "declared but never referenced")
+    ours_gcc = "/repo/model/stylegan/op/cuda/upfirdn2d.cpp:2:21: warning: 'int old()' is deprecated [-Wdeprecated-declarations]"
+    log = tmp_path / "build.log"
+    log.write_text("\n".join([
+        "[1/3] c++ -MMD -MF upfirdn2d.o.d -c /repo/model/stylegan/op/cuda/upfirdn2d.cpp -o upfirdn2d.o",
+        ours_gcc,
+        "/venv/lib/python3.11/site-packages/torch/include/c10/util/Half.h:3:1: warning: in torch's headers",
+        "In file included from /repo/model/stylegan/op/cuda/upfirdn2d.cpp:1:",
+        "nvcc warning : Support for offline compilation for architectures prior to '<compute/sm/lto>_75' will be removed",
+        ours_nvcc,
+        "Remark: The warnings can be suppressed with \"-diag-suppress <warning-number>\"",
+    ]) + "\n")
+    proc = _build_cuda("--check-log", str(log))
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines() == [ours_gcc, ours_nvcc]
+    log.write_text("[2/3] nvcc -c /repo/model/stylegan/op/cuda/upfirdn2d_kernel.cu\n")
+    assert _build_cuda("--check-log", str(log)).stdout == ""
