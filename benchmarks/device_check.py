@@ -300,7 +300,7 @@ def _style_code(pipe, backbone: str) -> torch.Tensor:
 def _cuda_ops_in_use() -> bool:
     from model.stylegan.op import _cuda_build
 
-    return all(_cuda_build._results.get(name) is not None for name in _cuda_build.EXTENSIONS)
+    return all(_cuda_build.loaded(name) for name in _cuda_build.EXTENSIONS)
 
 
 # ------------------------------------------------------------------------------------------------ sections

@@ -184,3 +184,18 @@ def test_build_cuda_flags_only_warnings_in_our_sources(tmp_path):
     assert proc.stdout.splitlines() == [ours_gcc, ours_nvcc]
     log.write_text("[2/3] nvcc -c /repo/model/stylegan/op/cuda/upfirdn2d_kernel.cu\n")
     assert _build_cuda("--check-log", str(log)).stdout == ""
+
+
+def test_cuda_ops_column_reports_loaded_extensions(monkeypatch):
+    import types
+
+    from model.stylegan.op import _cuda_build
+
+    module = types.ModuleType("vtoonify_upfirdn2d")
+    monkeypatch.setattr(_cuda_build, "_results", {"upfirdn2d": module, "fused_bias_act": None})
+    assert _cuda_build.loaded("upfirdn2d") and not _cuda_build.loaded("fused_bias_act")
+    assert device_check._cuda_ops_in_use() is False  # a failed build falls back to the reference ops
+    monkeypatch.setattr(_cuda_build, "_results", {"upfirdn2d": module, "fused_bias_act": module})
+    assert device_check._cuda_ops_in_use() is True
+    monkeypatch.setattr(_cuda_build, "_results", {})
+    assert device_check._cuda_ops_in_use() is False

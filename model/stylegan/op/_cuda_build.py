@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["get_extension", "cuda_ops_available", "EXTENSIONS", "build_directory", "build_extension"]
+__all__ = ["get_extension", "cuda_ops_available", "EXTENSIONS", "build_directory", "build_extension", "loaded"]
 
 #: Directory holding ``<name>.cpp`` and ``<name>_kernel.cu`` for every extension.
 SOURCE_DIR = Path(__file__).resolve().parent / "cuda"
@@ -198,3 +198,8 @@ def get_extension(name: str) -> types.ModuleType | None:
 def cuda_ops_available(name: str) -> bool:
     """Whether the CUDA extension ``name`` can be used (builds it on first call if needed)."""
     return get_extension(name) is not None
+
+
+def loaded(name: str) -> bool:
+    """Whether extension ``name`` has been built and loaded in this process (never builds anything)."""
+    return _results.get(name) is not None
