@@ -38,10 +38,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["get_extension", "cuda_ops_available"]
+__all__ = ["get_extension", "cuda_ops_available", "EXTENSIONS", "build_directory", "build_extension", "loaded"]
 
 #: Directory holding ``<name>.cpp`` and ``<name>_kernel.cu`` for every extension.
 SOURCE_DIR = Path(__file__).resolve().parent / "cuda"
+
+#: The extensions, by the stem of their files in :data:`SOURCE_DIR`.
+EXTENSIONS = ("upfirdn2d", "fused_bias_act")
 
 #: Environment variable that, when set to ``ref``, disables the CUDA extensions.
 OPS_ENV = "VTOONIFY_OPS"
@@ -129,21 +132,33 @@ def _summarise_error(error: BaseException, max_lines: int = 8, max_width: int = 
     return f"{type(error).__name__}: {summary}"
 
 
-def _build(name: str) -> types.ModuleType:
-    """Compile (or reuse the cached build of) extension ``name`` and import it."""
+def build_directory(name: str) -> Path:
+    """The cache directory of the current build of extension ``name`` (see the module docstring)."""
+    return _cache_root() / f"{name}-{_build_key(_source_files(name))}"
+
+
+def build_extension(name: str, verbose: bool = False) -> types.ModuleType:
+    """Compile (or reuse the cached build of) extension ``name`` and import it.
+
+    Unlike :func:`get_extension` this needs no GPU (only a CUDA build of torch, a CUDA compiler
+    and ``TORCH_CUDA_ARCH_LIST``) and raises on failure instead of warning. ``verbose=True`` lets
+    the compiler's output (warnings included) through to file descriptor 1; ``.ci/build_cuda.sh``
+    uses it to compile the extensions on machines without a GPU.
+    """
     from torch.utils import cpp_extension  # imported lazily: only ever needed on CUDA machines
 
-    sources = _source_files(name)
-    build_dir = _cache_root() / f"{name}-{_build_key(sources)}"
+    if name not in EXTENSIONS:
+        raise ValueError(f"unknown CUDA extension {name!r}; expected one of {EXTENSIONS}")
+    build_dir = build_directory(name)
     build_dir.mkdir(parents=True, exist_ok=True)
     return cpp_extension.load(
         name=f"vtoonify_{name}",
-        sources=[str(path) for path in sources],
+        sources=[str(path) for path in _source_files(name)],
         extra_cflags=list(_EXTRA_CFLAGS),
         extra_cuda_cflags=list(_EXTRA_CUDA_CFLAGS),
         build_directory=str(build_dir),
         with_cuda=True,
-        verbose=False,
+        verbose=verbose,
     )
 
 
@@ -168,7 +183,7 @@ def get_extension(name: str) -> types.ModuleType | None:
     with _lock:
         if name not in _results:
             try:
-                _results[name] = _build(name)
+                _results[name] = build_extension(name)
             except Exception as error:  # any build/load failure means: use the reference ops
                 _results[name] = None
                 warnings.warn(
@@ -183,3 +198,8 @@ def get_extension(name: str) -> types.ModuleType | None:
 def cuda_ops_available(name: str) -> bool:
     """Whether the CUDA extension ``name`` can be used (builds it on first call if needed)."""
     return get_extension(name) is not None
+
+
+def loaded(name: str) -> bool:
+    """Whether extension ``name`` has been built and loaded in this process (never builds anything)."""
+    return _results.get(name) is not None
