@@ -6,10 +6,12 @@
         --parsing_map_path output/clip_input_parsingmap.npy
 
 The original used RAFT optical flow (a separate download, CUDA only); this uses OpenCV's DIS flow
-(:mod:`pipeline.smoothing`) and runs anywhere. As in the original, parsing is computed at 2x the frame
-size, smoothed there, and brought back with the anti-aliased 1/2 ``Downsample``. The (N, 19, H, W)
-float32 result is written incrementally (memory-mapped), so long videos do not need to fit in RAM.
-``style_transfer.py --smooth_parsing W`` does the same on the fly.
+(:mod:`pipeline.smoothing`) and runs anywhere. Each frame is parsed as ``style_transfer.py`` parses it
+(BiSeNet at 2x the frame size, logits brought back to the frame size, :func:`pipeline.stylize.parse_frames`)
+and smoothed at the frame size, so the maps written here are exactly those ``style_transfer.py
+--smooth_parsing W`` computes on the fly for the same frames. (The original smoothed at 2x and brought the
+result back with an anti-aliased 1/2 downsampling.) The (N, 19, H, W) float32 result is written
+incrementally (memory-mapped), so long videos do not need to fit in RAM.
 """
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from model.checkpoint import CheckpointError, load_bisenet
-    from model.stylegan.model import Downsample
     from pipeline.smoothing import ParsingSmoother
-    from pipeline.stylize import frames_to_tensor, resolve_device
+    from pipeline.stylize import frames_to_tensor, parse_frames, resolve_device
     from pipeline.video import VideoError, VideoReader, probe
 
     try:
@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.video_path}: frames are {info.width}x{info.height}; use the cropped *_input.mp4 "
               "written by style_transfer.py (sides are multiples of 8)", file=sys.stderr)
         return 1
-    down = Downsample([1, 3, 3, 1]).to(device)
     smoother = ParsingSmoother(window_size=args.window_size)
     os.makedirs(args.output_path, exist_ok=True)
     out = Path(args.output_path) / f"{Path(args.video_path).stem}_parsingmap.npy"
@@ -63,14 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     def store(ready) -> None:
         nonlocal written
         for index, smoothed in ready:
-            maps[index] = down(smoothed[None].to(device))[0].float().cpu().numpy()
+            maps[index] = smoothed.float().numpy()
             written += 1
 
     try:
         with torch.inference_mode(), VideoReader(args.video_path) as reader:
             for frame in tqdm(reader, total=info.frame_count, unit="frame", disable=args.no_progress):
-                x = F.interpolate(frames_to_tensor([frame], device), scale_factor=2, mode="bilinear", align_corners=False)
-                store(smoother.push(x[0].cpu(), parser(2 * x)[0][0].cpu()))
+                x = frames_to_tensor([frame], device)
+                store(smoother.push(x[0].cpu(), parse_frames(parser, x)[0].cpu()))
             store(smoother.flush())
         if written != info.frame_count:
             raise VideoError(f"{args.video_path}: decoded {written} frames, the container declares {info.frame_count}")

@@ -57,6 +57,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "frames_to_tensor",
+    "parse_frames",
     "tensor_to_frames",
     "atomic_imwrite",
     "shard_range",
@@ -292,13 +293,9 @@ class VToonifyPipeline:
         return s_w
 
     # ------------------------------------------------------------------------------------------ frames
-    @torch.inference_mode()
     def parse(self, x: torch.Tensor) -> torch.Tensor:
-        """19-channel parsing logits at the frame size: BiSeNet at 2x, then nearest decimation (computed
-        directly at the kept pixels, :meth:`BiSeNet.parse_logits`)."""
-        x2 = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        x2 = (2 * x2).contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
-        return self.parser.parse_logits(x2, every=2).contiguous()
+        """19-channel parsing logits at the frame size (:func:`parse_frames` with this pipeline's parser)."""
+        return parse_frames(self.parser, x)
 
     @torch.inference_mode()
     def stylize_tensor(self, x: torch.Tensor, style: torch.Tensor, style_degree: float = 0.5,
@@ -493,6 +490,16 @@ class VToonifyPipeline:
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@torch.inference_mode()
+def parse_frames(parser: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """19-channel BiSeNet logits of frames ``x`` (B, 3, H, W) in [-1, 1], at the frame size: BiSeNet at 2x, then
+    nearest decimation (computed directly at the kept pixels, :meth:`BiSeNet.parse_logits`). The per-frame
+    parsing of the pipeline; ``smooth_parsing_map.py`` uses it too."""
+    x2 = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    x2 = (2 * x2).contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
+    return parser.parse_logits(x2, every=2).contiguous()
 
 
 class _VToonifyStep(torch.nn.Module):

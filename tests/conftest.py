@@ -97,6 +97,15 @@ def write_tiny_checkpoints(root: Path, style: str, n_styles: int = 3) -> dict[st
     return paths
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (for servers and torchrun rendezvous in tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def read_image(path: Path) -> np.ndarray:
     """An image file as OpenCV reads it (BGR); fails the test if it cannot be read."""
     import cv2

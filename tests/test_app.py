@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from PIL import Image
 from skimage import data as skdata
 
 import app
-from conftest import write_tiny_checkpoints
+from conftest import free_port, write_tiny_checkpoints
 from pipeline.video import probe, synthesize_test_video
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,8 +51,27 @@ def config(checkpoint_dir) -> app.AppConfig:
 
 
 @pytest.fixture(scope="module")
-def state(config):
-    """One app state for the module: each model is loaded once, as in the app."""
+def loads():
+    """``app.VToonifyPipeline`` for the module: each checkpoint is built once and handed out again (so that tests
+    can each have their own app state without paying for the models again); every load the app asks for is
+    recorded by label-independent key (checkpoint, exstyle file, dtype)."""
+    real, built, calls = app.VToonifyPipeline, {}, []
+
+    def loading(ckpt, **kwargs):
+        key = (str(ckpt), str(kwargs.get("exstyle_path")), str(kwargs.get("dtype")))
+        calls.append(key)
+        if key not in built:
+            built[key] = real(ckpt, **kwargs)
+        return built[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(app, "VToonifyPipeline", loading)
+        yield calls
+
+
+@pytest.fixture
+def state(config, loads):
+    """A fresh app state per test (empty model list, caches and work folder); the models themselves are shared."""
     state = app.AppState(config)
     yield state
     state.close()
@@ -70,6 +88,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     paths["text"].write_text("this is not an image")
     paths["fake_video"] = folder / "clip.mp4"
     paths["fake_video"].write_bytes(b"\x00\x00\x00\x18ftypmp42 but nothing else")
+    paths["video"] = synthesize_test_video(folder / "astro.mp4", skdata.astronaut(), n_frames=3, fps=10, size=(384, 384),
+                                           motion="static")
     return paths
 
 
@@ -143,6 +163,51 @@ def test_image_errors_are_messages(state, inputs):
     big = np.zeros((1200, 800, 3), np.uint8)
     out, message = app.toonify_image(state, big, D_MODEL, style_id=0, scale_image=False)
     assert out is None and "3200x4800" in message and "Crop around the face" in message
+
+
+def test_photo_handler_gives_the_pipeline_result(state):
+    rgb = skdata.astronaut()
+    out, message = app.toonify_image(state, rgb, D_MODEL, style_id=2, style_degree=0.3, color_transfer=True)
+    assert out is not None, message
+    expected = state.pipeline(D_MODEL).stylize_image(rgb, style_id=2, style_degree=0.3, color_transfer=True,
+                                                     scale_image=True).output
+    assert np.array_equal(out, expected)
+    out, _ = app.toonify_image(state, rgb[:256, 128:384], D_MODEL, style_id=0, scale_image=False)
+    assert np.array_equal(out, state.pipeline(D_MODEL).stylize_image(rgb[:256, 128:384], style_id=0).output)
+
+
+def test_models_are_evicted_least_recently_used_first(config, loads):
+    state = app.AppState(replace(config, max_loaded_models=2))
+    try:
+        before = len(loads)
+        state.pipeline(D_MODEL)
+        state.pipeline(T_MODEL)
+        assert state.loaded == [D_MODEL, T_MODEL] and len(loads) == before + 2
+        state.pipeline(D_MODEL)  # already loaded: used again, not reloaded
+        assert state.loaded == [T_MODEL, D_MODEL] and len(loads) == before + 2
+    finally:
+        state.close()
+    state = app.AppState(replace(config, max_loaded_models=1))
+    try:
+        before = len(loads)
+        state.pipeline(D_MODEL)
+        state.pipeline(T_MODEL)
+        assert state.loaded == [T_MODEL]  # D was dropped to make room
+        state.pipeline(D_MODEL)
+        assert state.loaded == [D_MODEL] and len(loads) == before + 3  # and had to be loaded again
+        assert loads[-1] == loads[-3]
+    finally:
+        state.close()
+
+
+def test_old_job_folders_expire(state):
+    old, recent = state.new_job_dir(), state.new_job_dir()
+    (old / "result.mp4").write_bytes(b"x")
+    stale = time.time() - app.RESULT_MAX_AGE - 60
+    os.utime(old, (stale, stale))
+    new = state.new_job_dir()
+    assert not old.exists() and recent.is_dir() and new.is_dir() and new.parent == state.workdir
+    assert len({old, recent, new}) == 3
 
 
 # --------------------------------------------------------------------------------------------- videos
@@ -227,12 +292,6 @@ def test_build_app(state):
 
 
 # ------------------------------------------------------------------------------------------ browser
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_until_serving(url: str, server: subprocess.Popen, log: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -258,7 +317,7 @@ def playwright_api():
 @pytest.fixture
 def app_url(checkpoint_dir, tmp_path):
     """``python app.py`` serving the fill-rule checkpoints on 127.0.0.1 (terminated afterwards)."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "server.log"
     env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
     with open(log, "w") as out:
@@ -327,6 +386,16 @@ def test_browser_end_to_end(playwright_api, app_url, inputs):
             page.click("#run-photo")
             expect(page.locator("#photo-status")).to_contain_text("Unsupported file: photo.png is not an image",
                                                                   timeout=wait)
+
+            # the video tab: a short clip comes back stylised, with its audio
+            page.get_by_role("tab", name="Video").click()
+            page.locator("#video-input input[type=file]").set_input_files(str(inputs["video"]))
+            expect(page.locator("#video-status")).to_contain_text("3 frames at 10 fps, with audio", timeout=wait)
+            page.click("#run-video")
+            expect(page.locator("#video-status")).to_contain_text("3 frames at 10 fps, audio kept", timeout=180_000)
+            expect(page.locator("#video-output video")).to_have_count(1, timeout=wait)
+            src = page.locator("#video-output video").get_attribute("src")
+            assert src and "astro_vtoonify_d" in src, src
 
             # VToonify-T: no exemplar styles, and the style controls are disabled
             page.locator("#model input").click()

@@ -156,3 +156,49 @@ def test_released_format_file_gives_golden_output(tmp_path, tag, backbone):
     g = golden_case("models", f"vtoonify_{tag}")
     with torch.no_grad():
         assert_golden(model(g["in.x"], g["in.style"], d_s=0.5), g["out.image_ds0.5"], f"VToonify-{tag} from file")
+
+
+# --------------------------------------------------------------------------------------------------
+# Exemplar style codes: a restricted unpickler, never np.load(allow_pickle=True)
+# --------------------------------------------------------------------------------------------------
+class _Payload:
+    """Unpickling this runs ``exec`` (what a crafted exstyle_code.npy could do): it writes a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+
+
+@pytest.mark.parametrize("where", ["top", "value", "nested"])
+def test_exstyle_file_with_a_code_payload_is_refused(tmp_path, where):
+    import numpy as np
+
+    from pipeline.styles import StyleCodeError, load_exstyle_codes
+
+    marker = tmp_path / "marker"
+    code = np.zeros((1, 18, 512), np.float32)
+    obj = {"top": _Payload(marker), "value": {"a.jpg": code, "b.jpg": _Payload(marker)},
+           "nested": {"a.jpg": [code, {"x": _Payload(marker)}]}}[where]
+    path = tmp_path / "exstyle_code.npy"
+    np.save(path, np.array(obj, dtype=object), allow_pickle=True)
+    assert not marker.exists()
+    with pytest.raises(StyleCodeError, match="forbidden object builtins.exec"):
+        load_exstyle_codes(path)
+    assert not marker.exists()  # the payload never ran
+    # the same file through numpy's own unpickler does run it: the payload is real
+    np.load(path, allow_pickle=True)
+    assert marker.read_text() == "pwned"
+
+
+def test_exstyle_file_round_trip(tmp_path):
+    import numpy as np
+
+    from pipeline.styles import load_exstyle_codes, save_exstyle_codes
+
+    codes = {f"s{i}.jpg": np.full((1, 18, 512), i, np.float32) for i in (3, 1, 2)}
+    save_exstyle_codes(tmp_path / "c.npy", codes)
+    loaded = load_exstyle_codes(tmp_path / "c.npy")
+    assert list(loaded) == ["s3.jpg", "s1.jpg", "s2.jpg"]  # insertion order = style id
+    assert all(np.array_equal(loaded[k], codes[k]) for k in codes)

@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-skimage_data = pytest.importorskip("skimage.data")
-dlib = pytest.importorskip("dlib")
+import dlib  # required by the project: a failed import must fail these tests, not skip them
+from skimage import data as skimage_data
 
-import util  # noqa: E402
-from model.encoder import align_all_parallel  # noqa: E402
-from pipeline import faces  # noqa: E402
-from pipeline.faces import CropParams, Face, FaceDetector  # noqa: E402
+import util
+from model.encoder import align_all_parallel
+from pipeline import faces
+from pipeline.faces import CropParams, Face, FaceDetector
 
 # Where dlib finds the astronaut's face (NOTES.md) and her eye centres.
 ASTRONAUT_BOX = (175, 76, 265, 166)
@@ -341,3 +341,52 @@ def test_util_exports():
 
     assert util.load_psp_standalone is load_psp_standalone
     assert math.isclose(util.to_tensor_normalized(np.zeros((8, 8, 3), np.uint8)).mean().item(), -1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# FaceTracker (pipeline.stylize): the crop follows the eyes, smoothed, clamped, size fixed
+# --------------------------------------------------------------------------------------------------
+class _ScriptedDetector:
+    """Returns one face per call whose eye centres are the next scripted position (None: no face)."""
+
+    def __init__(self, eyes):
+        self.eyes = list(eyes)
+
+    def detect(self, frame):
+        position = self.eyes.pop(0)
+        if position is None:
+            return []
+        lm = np.zeros((68, 2))
+        lm[36:42] = np.asarray(position) - (10, 0)
+        lm[42:48] = np.asarray(position) + (10, 0)
+        return [Face(box=(0, 0, 10, 10), score=1.0, landmarks=lm)]
+
+
+def test_face_tracker_follows_the_eyes():
+    from pipeline.stylize import FaceTracker
+
+    # a 600x400 rescaled frame (scale 2 from 300x200), crop 200x200 at (200, 100): centre (300, 200)
+    params = CropParams(h=400, w=600, top=100, bottom=300, left=200, right=400, scale=2.0, blur_count=0)
+    frame = np.zeros((200, 300, 3), np.uint8)
+    # eyes in frame pixels; x2 in the rescaled frame. The first detection fixes the offset crop centre - eyes.
+    detector = _ScriptedDetector([(100, 60), (110, 60), None, (110, 70), (300, 60), (300, -200)])
+    tracker = FaceTracker(params, detector, alpha=0.5)
+    boxes = [tracker.update(frame) for _ in range(6)]
+    # offset (300, 200) - (200, 120) = (100, 80). Then centre += 0.5 * (eyes * 2 + offset - centre):
+    #   (310, 200) -> no face: stays -> (315, 210) -> (507.5, 205): left clamped to 600 - 200
+    #   -> (603.75, -57.5): top clamped to 0
+    assert [(b.left, b.top) for b in boxes] == [(200, 100), (210, 100), (210, 100), (215, 110), (400, 105), (400, 0)]
+    for b in boxes:
+        assert b.crop_size == params.crop_size and (b.h, b.w, b.scale, b.blur_count) == (400, 600, 2.0, 0)
+    for alpha in (0, 1.5):
+        with pytest.raises(ValueError, match="alpha"):
+            FaceTracker(params, detector, alpha=alpha)
+
+
+def test_face_tracker_without_a_first_detection_keeps_the_crop():
+    from pipeline.stylize import FaceTracker
+
+    params = CropParams(h=400, w=600, top=96, bottom=296, left=200, right=400, scale=2.0, blur_count=0)
+    tracker = FaceTracker(params, _ScriptedDetector([None, None]))
+    frame = np.zeros((200, 300, 3), np.uint8)
+    assert [tracker.update(frame) for _ in range(2)] == [params, params]

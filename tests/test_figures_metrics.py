@@ -69,7 +69,15 @@ def video(tmp_path_factory) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ figures
-def test_figures_all(models, images, video, tmp_path, capsys):
+def test_figures_all(models, images, video, pipes, tmp_path, capsys, monkeypatch):
+    panels: list[tuple[str, np.ndarray]] = []
+    real_panel = figures.Layout.panel
+
+    def recording(self, image, text):
+        panels.append((text, np.array(image)))
+        return real_panel(self, image, text)
+
+    monkeypatch.setattr(figures.Layout, "panel", recording)
     out = tmp_path / "figures"
     code = figures.main(["all", "--image", str(images[0]), "--video", str(video), "--ckpt_d", str(models["d"]),
                          "--ckpt_color", str(models["color"]), "--ckpt_t", str(models["t"]), "--style_id", "1",
@@ -98,6 +106,21 @@ def test_figures_all(models, images, video, tmp_path, capsys):
     assert info.frame_count == 3 and info.height == PANEL and abs(info.fps - 10) < 1e-6
     for path in out.iterdir():
         assert path.stat().st_size > (2_000 if path.suffix == ".mp4" else 10_000), path
+
+    # the degree sheet's panels are the pipeline's results at those degrees (same crop, same style code)
+    degree_panels = {text: image for text, image in panels if text.startswith("degree ")}
+    assert sorted(degree_panels) == sorted(f"degree {d:.2f}" for d in figures.DEGREES)
+    rgb = skdata.astronaut()
+    for d in figures.DEGREES:
+        expected = pipes["d"].stylize_image(rgb, style_id=1, style_degree=d, scale_image=True, padding=(64,) * 4).output
+        assert np.array_equal(degree_panels[f"degree {d:.2f}"], expected), d
+    # and the sheet shows them: the last panel, scaled to the panel height, is in the saved PNG
+    from pipeline.sheets import fit_height
+
+    last = fit_height(degree_panels[f"degree {figures.DEGREES[-1]:.2f}"], PANEL)
+    sheet = cv2.cvtColor(degree, cv2.COLOR_BGR2RGB)
+    best = cv2.minMaxLoc(cv2.matchTemplate(sheet, last, cv2.TM_SQDIFF))[0] / last.size
+    assert best < 1, best  # mean squared difference (PNG is lossless: only the caption band could differ)
 
 
 def test_figures_several_inputs_and_models(models, images, tmp_path):
@@ -129,7 +152,14 @@ def test_figure_errors(models, images, tmp_path, capsys):
 
 # --------------------------------------------------------------------------------------- evaluation
 @pytest.mark.filterwarnings("ignore:identity distance")  # fill-rule outputs are noise: no face in them
-def test_evaluate(models, video, tmp_path, capsys):
+def test_evaluate(models, video, tmp_path, capsys, monkeypatch):
+    runs = {}
+    for name in ("run_vtoonify", "run_baseline"):
+        def recording(*args, _real=getattr(evaluate, name), _name=name, **kwargs):
+            runs[_name] = _real(*args, **kwargs)
+            return runs[_name]
+
+        monkeypatch.setattr(evaluate, name, recording)
     out = tmp_path / "eval"
     code = evaluate.main(["--content", str(video), "--ckpt", str(models["d"]), "--style_id", "1", "--max_frames", "3",
                           "--output_path", str(out), "--baseline_size", "128", *_helpers(models, panel=False)])
@@ -147,6 +177,16 @@ def test_evaluate(models, video, tmp_path, capsys):
         assert summary["warping_error"] >= 0 and summary["frame_difference"] >= 0
         assert summary["seconds_per_frame"] > 0 and summary["peak_rss_mib"] > 100
         assert len(summary["per_frame"]["seconds"]) == 3
+    # the JSON's numbers are the metrics of the frames the methods produced
+    for key, name in (("vtoonify", "run_vtoonify"), ("per_frame_baseline", "run_baseline")):
+        run, summary = runs[name], result["methods"][key]
+        errors = warping_errors(run.inputs, run.outputs)
+        plain = warping_errors(run.inputs, run.outputs, compensate=False)
+        assert summary["per_frame"]["warping_error"] == pytest.approx(errors.tolist(), nan_ok=True)
+        assert summary["per_frame"]["frame_difference"] == pytest.approx(plain.tolist(), nan_ok=True)
+        assert summary["warping_error"] == pytest.approx(float(np.nanmean(errors)))
+        assert summary["frame_difference"] == pytest.approx(float(np.nanmean(plain)))
+    assert summary["warping_error"] > 0 and result["methods"]["vtoonify"]["warping_error"] > 0
     lines = (out / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("method,") and [line.split(",")[0] for line in lines[1:]] == ["vtoonify", "per_frame_baseline"]
     chart = read_image(out / "metrics.png")
@@ -269,6 +309,25 @@ def test_runtime_monitor():
     assert stats.total_s == pytest.approx(sum(monitor.times))
     assert stats.peak_rss_reset and stats.cuda_peak_mib is None
     assert stats.peak_rss_mib >= during - 1 and during >= 150  # the peak saw the block
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc/self/clear_refs")
+def test_runtime_monitor_resets_the_peak():
+    """Entering the monitor resets the high-water mark: a block freed before it does not count."""
+    from metrics.runtime import peak_rss_bytes
+
+    block = np.ones(40_000_000)  # 305 MiB, returned to the system when freed
+    del block
+    before = peak_rss_bytes() / 2**20
+    assert before >= _current_rss_mib() + 250
+    monitor = RuntimeMonitor("cpu")
+    with monitor:
+        with monitor.frame():
+            small = np.ones(1000)
+            del small
+    stats = monitor.stats()
+    assert stats.peak_rss_reset
+    assert stats.peak_rss_mib < before - 200, (stats.peak_rss_mib, before)
 
 
 def test_sheets():

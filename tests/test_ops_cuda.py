@@ -241,6 +241,51 @@ def test_fused_function_forward_and_gradients(name, fake_extensions):
     assert torch.autograd.gradgradcheck(f, inputs)
 
 
+class _PretendCuda(torch.Tensor):
+    """A CPU tensor that reports ``is_cuda``: lets a CPU test see which path the dispatcher takes."""
+
+    @property
+    def is_cuda(self):
+        return True
+
+
+def test_dispatch_takes_the_kernel_path_for_cuda_tensors(monkeypatch):
+    """``upfirdn2d`` / ``fused_leaky_relu`` send CUDA tensors to the extension (here the kernel port, a separate
+    implementation, so the results are compared across implementations), unless ``impl='ref'`` or
+    ``$VTOONIFY_OPS=ref`` say otherwise; CPU tensors always take the reference path."""
+    from model.stylegan.op import fused_leaky_relu, upfirdn2d
+
+    calls = []
+
+    def spying(name):
+        ext = _FAKE_EXTENSIONS[name]
+        return types.SimpleNamespace(**{f: (lambda *a, _f=getattr(ext, f), _n=f: calls.append(_n) or _f(*a))
+                                        for f in vars(ext)})
+
+    monkeypatch.setattr(_cuda_build, "get_extension", spying)
+    monkeypatch.setattr(_cuda_build, "cuda_ops_available", lambda name: True)
+    monkeypatch.delenv("VTOONIFY_OPS", raising=False)
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64)
+    k, b = torch.randn(3, 3, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
+    cuda_x = x.as_subclass(_PretendCuda)
+
+    up = upfirdn2d(cuda_x, k, up=2, pad=(1, 2))
+    act = fused_leaky_relu(cuda_x, b)
+    assert calls == ["upfirdn2d", "fused_bias_act"]
+    torch.testing.assert_close(up.as_subclass(torch.Tensor), upfirdn2d_ref(x, k, up=2, pad=(1, 2)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(act.as_subclass(torch.Tensor), fused_leaky_relu_ref(x, b), rtol=1e-12, atol=1e-12)
+
+    calls.clear()
+    upfirdn2d(cuda_x, k, impl="ref")
+    fused_leaky_relu(cuda_x, b, impl="ref")
+    upfirdn2d(x, k)  # a CPU tensor
+    fused_leaky_relu(x, b)
+    monkeypatch.setenv("VTOONIFY_OPS", "ref")
+    upfirdn2d(cuda_x, k)
+    fused_leaky_relu(cuda_x, b)
+    assert calls == []
+
+
 # --------------------------------------------------------------------------------------------------
 # CPU: build and fallback rules of _cuda_build (nothing is ever built here)
 # --------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from conftest import read_image, write_tiny_checkpoints
+from conftest import free_port, read_image, write_tiny_checkpoints
 from pipeline.video import VideoWriter, probe, synthetic_frames, synthesize_test_video
 import smooth_parsing_map
 from style_transfer import main
@@ -60,6 +60,38 @@ def record_writes(monkeypatch) -> dict[Path, list[np.ndarray]]:
     return written
 
 
+def record_parsing(monkeypatch) -> list:
+    """The parsing logits each ``stylize_tensor`` call is given (one (B, 19, H, W) float32 copy per call)."""
+    from pipeline import stylize
+
+    seen: list = []
+    original = stylize.VToonifyPipeline.stylize_tensor
+
+    def recording(self, x, style, style_degree=0.5, parsing=None):
+        if parsing is None:
+            parsing = self.parse(x)
+        seen.append(parsing.float().clone())
+        return original(self, x, style, style_degree, parsing)
+
+    monkeypatch.setattr(stylize.VToonifyPipeline, "stylize_tensor", recording)
+    return seen
+
+
+def jpeg_bytes(rgb: np.ndarray, folder: Path, name: str = "expected.jpg") -> bytes:
+    """The bytes style_transfer.py writes for the RGB image ``rgb`` (same writer, same encoder)."""
+    from pipeline.stylize import atomic_imwrite
+
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_imwrite(folder / name, rgb)
+    return (folder / name).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def pipe_d(ckpt):
+    """The Python API on the CLI's VToonify-D checkpoint (loaded once for the comparisons below)."""
+    return make_pipeline(ckpt)
+
+
 def compile_with(monkeypatch, backend) -> None:
     """Make torch.compile (as the pipeline calls it) use ``backend``, a fast stand-in for inductor."""
     import torch
@@ -104,14 +136,20 @@ def test_image_dualstylegan_scale_image(ckpt, astronaut_jpg, tmp_path):
     assert (again / "astronaut_vtoonify_d.jpg").read_bytes() == (tmp_path / "astronaut_vtoonify_d.jpg").read_bytes()
 
 
-def test_style_options_change_the_result(ckpt, astronaut_jpg, tmp_path):
+def test_style_options_change_the_result(ckpt, astronaut_jpg, pipe_d, tmp_path):
+    """Each option reaches the pipeline with its value: the CLI writes exactly the pipeline's result for it."""
+    rgb = skdata.astronaut()
     outs = {}
-    for name, extra in {"base": [], "deg": ["--style_degree", "0.9"], "color": ["--color_transfer"],
-                        "style": ["--style_id", "2"]}.items():
+    for name, extra, kwargs in [("base", [], {}), ("deg", ["--style_degree", "0.9"], {"style_degree": 0.9}),
+                                ("color", ["--color_transfer"], {"color_transfer": True}),
+                                ("style", ["--style_id", "2"], {"style_id": 2})]:
         assert run(ckpt, tmp_path / name, "--content", str(astronaut_jpg), "--scale_image", *extra) == 0
-        outs[name] = read_image(tmp_path / name / "astronaut_vtoonify_d.jpg").astype(np.int16)
-    for name in ("deg", "color", "style"):
-        assert np.abs(outs[name] - outs["base"]).mean() > 0.1, name
+        written = (tmp_path / name / "astronaut_vtoonify_d.jpg").read_bytes()
+        expected = pipe_d.stylize_image(rgb, **{"style_id": 1, **kwargs}, scale_image=True).output
+        assert written == jpeg_bytes(expected, tmp_path / "expected", f"{name}.jpg"), name
+        outs[name] = expected.astype(np.int16)
+    for name in ("deg", "color", "style"):  # measured on these tiny models: 0.09 (style 2) and more
+        assert np.abs(outs[name] - outs["base"]).mean() > 0.02, name
 
 
 def test_image_toonify(ckpt, astronaut_jpg, tmp_path):
@@ -129,6 +167,21 @@ def test_any_input_size_without_scale_image(ckpt, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- videos
+def test_video_without_scale_image_keeps_the_frames(ckpt, astronaut_video, tmp_path, monkeypatch):
+    """Without --scale_image the frames go in uncropped (the input copy is the decoded source) and come out 4x."""
+    from pipeline.video import VideoReader
+
+    written = record_writes(monkeypatch)
+    assert run(ckpt, tmp_path, "--content", str(astronaut_video), "--video") == 0
+    with VideoReader(astronaut_video) as reader:
+        source = list(reader)
+    inputs, outputs = written[tmp_path / "astro_input.mp4"], written[tmp_path / "astro_vtoonify_d.mp4"]
+    assert len(inputs) == len(outputs) == len(source) == 6
+    assert all(np.array_equal(a, b) for a, b in zip(inputs, source))
+    assert {o.shape for o in outputs} == {(4 * 384, 4 * 384, 3)}
+    assert (probe(tmp_path / "astro_vtoonify_d.mp4").width, probe(tmp_path / "astro_vtoonify_d.mp4").height) == (1536, 1536)
+
+
 def test_video_keeps_every_frame_and_audio(ckpt, astronaut_video, tmp_path):
     assert run(ckpt, tmp_path, "--content", str(astronaut_video), "--video", "--scale_image") == 0
     src = probe(astronaut_video)
@@ -142,26 +195,68 @@ def test_video_keeps_every_frame_and_audio(ckpt, astronaut_video, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_video_frames_before_the_first_face_are_kept(ckpt, tmp_path):
+def test_video_frames_before_the_first_face_are_kept(ckpt, tmp_path, monkeypatch):
+    """Frames before the first face are cropped with that face's crop and stylised with its style code."""
+    from pipeline.faces import apply_crop, crop_parameters, select_face
+    from pipeline.video import VideoReader
+
     face_frames = list(synthetic_frames(skdata.astronaut(), n_frames=3, size=(384, 384), motion="static"))
-    blank = np.full_like(face_frames[0], 128)
+    lead = [np.ascontiguousarray(np.roll(skdata.coffee()[:384, :384], 40 * i, axis=1)) for i in range(2)]  # no face
     path = tmp_path / "late.mp4"
     with VideoWriter(path, 10, 384, 384) as w:
-        for frame in [blank, blank] + face_frames:
+        for frame in lead + face_frames:
             w.write(frame)
+    written = record_writes(monkeypatch)
     assert run(ckpt, tmp_path / "out", "--content", str(path), "--video", "--scale_image", "--batch_size", "2") == 0
     assert _count_frames(tmp_path / "out" / "late_vtoonify_d.mp4") == 5  # the original wrote 3
+    with VideoReader(path) as reader:
+        decoded = list(reader)
+    pipe = make_pipeline(ckpt)
+    face = select_face(pipe.detector.detect(decoded[2]))
+    assert select_face(pipe.detector.detect(decoded[0])) is None and face is not None
+    params = crop_parameters(decoded[2], face.landmarks)
+    crops = written[tmp_path / "out" / "late_input.mp4"]
+    for i in range(5):
+        assert np.array_equal(crops[i], apply_crop(decoded[i], params)), i
+    style = pipe.style_code(crops[2], 1)
+    outputs = written[tmp_path / "out" / "late_vtoonify_d.mp4"]
+    for i in (0, 1):
+        assert np.array_equal(outputs[i], pipe.stylize_frames([crops[i]], style)[0]), i
 
 
-def test_video_tracking_and_smoothing(ckpt, tmp_path):
+def _shift(a: np.ndarray, b: np.ndarray) -> float:
+    """How far (pixels) the content of ``b`` moved against ``a`` (phase correlation of the grey images)."""
+    grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float64) for f in (a, b)]
+    (dx, dy), _ = cv2.phaseCorrelate(*grey)
+    return float(np.hypot(dx, dy))
+
+
+def _temporal_variance(maps: list) -> float:
+    return float(np.stack([m[0].numpy() for m in maps]).var(axis=0).mean())
+
+
+def test_video_tracking_and_smoothing(ckpt, tmp_path, monkeypatch):
+    """--track: the crop follows the panning face (its content moves much less than a fixed crop's);
+    --smooth_parsing: the same crops, parsing maps with a lower temporal variance."""
     path = synthesize_test_video(tmp_path / "pan.mp4", skdata.astronaut(), n_frames=5, fps=10, size=(384, 384), motion="pan")
-    assert run(ckpt, tmp_path / "out", "--content", str(path), "--video", "--scale_image", "--track", "--smooth_parsing", "1",
-               backbone="toonify") == 0
-    info = probe(tmp_path / "out" / "pan_vtoonify_t.mp4")
-    assert info.frame_count == 5 and info.has_audio
+    written, parsing = record_writes(monkeypatch), record_parsing(monkeypatch)
+    runs = {}
+    for name, extra in [("fixed", []), ("tracked", ["--track"]), ("smoothed", ["--track", "--smooth_parsing", "1"])]:
+        written.clear()
+        parsing.clear()
+        assert run(ckpt, tmp_path / name, "--content", str(path), "--video", "--scale_image", *extra, backbone="toonify") == 0
+        info = probe(tmp_path / name / "pan_vtoonify_t.mp4")
+        assert info.frame_count == 5 and info.has_audio
+        runs[name] = (list(written[tmp_path / name / "pan_input.mp4"]), list(parsing))
+    fixed, tracked = (_shift(runs[k][0][0], runs[k][0][-1]) for k in ("fixed", "tracked"))
+    assert fixed > 20 and tracked < 0.75 * fixed, (fixed, tracked)
+    assert all(np.array_equal(a, b) for a, b in zip(runs["tracked"][0], runs["smoothed"][0]))
+    raw, smoothed = _temporal_variance(runs["tracked"][1]), _temporal_variance(runs["smoothed"][1])
+    assert smoothed < 0.8 * raw, (smoothed, raw)
 
 
-def test_video_with_precomputed_parsing_maps(ckpt, astronaut_video, tmp_path):
+def test_video_with_precomputed_parsing_maps(ckpt, astronaut_video, pipe_d, tmp_path, monkeypatch, capsys):
+    """smooth_parsing_map.py writes the maps --smooth_parsing computes; --parsing_map_path feeds exactly those."""
     assert run(ckpt, tmp_path / "a", "--content", str(astronaut_video), "--video", "--scale_image") == 0
     cropped = tmp_path / "a" / "astro_input.mp4"
     w, h = probe(cropped).width, probe(cropped).height
@@ -172,12 +267,23 @@ def test_video_with_precomputed_parsing_maps(ckpt, astronaut_video, tmp_path):
     smoothed = np.load(tmp_path / "maps" / "astro_input_parsingmap.npy")
     assert smoothed.shape == (6, 19, h, w) and np.isfinite(smoothed).all() and smoothed.std() > 0
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["astro_input_parsingmap.npy"]
+    parsing = record_parsing(monkeypatch)
+    # the same maps as --smooth_parsing on those frames (the cropped video, taken as it is)
+    pipe_d.stylize_video(cropped, tmp_path / "on_the_fly", style_id=1, scale_image=False, smooth_parsing=1, progress=False)
+    on_the_fly = np.concatenate([p.numpy() for p in parsing])
+    np.testing.assert_allclose(on_the_fly, smoothed, rtol=1e-5, atol=1e-5 * np.abs(smoothed).max())
+    parsing.clear()
     assert run(ckpt, tmp_path / "b", "--content", str(astronaut_video), "--video", "--scale_image",
                "--parsing_map_path", str(tmp_path / "maps" / "astro_input_parsingmap.npy")) == 0
+    used = np.concatenate([p.numpy() for p in parsing])
+    assert np.array_equal(used, smoothed)  # the given maps, frame by frame, instead of the parser's
     maps = tmp_path / "maps.npy"
     np.save(maps, np.zeros((6, 19, h + 8, w), np.float32))
+    capsys.readouterr()
     assert run(ckpt, tmp_path / "c", "--content", str(astronaut_video), "--video", "--scale_image",
                "--parsing_map_path", str(maps)) == 1
+    err = capsys.readouterr().err
+    assert f"parsing maps are {(h + 8, w)}" in err and f"the cropped frames are {(h, w)}" in err, err
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
 
 
@@ -261,15 +367,62 @@ def test_no_partial_output_on_failure_midway(ckpt, astronaut_video, tmp_path, mo
     assert not any(out.iterdir())  # neither final nor .partial files
 
 
-def test_pipeline_is_reusable(ckpt, astronaut_jpg):
+def test_pipeline_is_reusable(ckpt, astronaut_jpg, pipe_d, tmp_path):
     """Load once, stylise many: the Python API gives the CLI's result."""
-    pipe = make_pipeline(ckpt)
     rgb = skdata.astronaut()
-    a = pipe.stylize_image(rgb, style_id=1, scale_image=True)
-    b = pipe.stylize_image(rgb, style_id=1, scale_image=True)
+    a = pipe_d.stylize_image(rgb, style_id=1, scale_image=True)
+    b = pipe_d.stylize_image(rgb, style_id=1, scale_image=True)
     assert a.output.shape == (1408, 1600, 3) and np.array_equal(a.output, b.output)
     assert a.crop.as_tuple()[:6] == (756, 756, 0, 352, 128, 528)
-    assert pipe.num_styles == N_STYLES
+    assert pipe_d.num_styles == N_STYLES
+    assert run(ckpt, tmp_path / "cli", "--content", str(astronaut_jpg), "--scale_image") == 0
+    assert (tmp_path / "cli" / "astronaut_vtoonify_d.jpg").read_bytes() == jpeg_bytes(a.output, tmp_path / "api")
+    assert (tmp_path / "cli" / "astronaut_input.jpg").read_bytes() == jpeg_bytes(a.input, tmp_path / "api", "input.jpg")
+
+
+def test_dtype_through_the_cli(ckpt, astronaut_jpg, tmp_path):
+    """--dtype bfloat16 runs VToonify and the parser in bfloat16: the CLI writes the bfloat16 pipeline's result."""
+    import torch
+
+    assert run(ckpt, tmp_path / "bf16", "--content", str(astronaut_jpg), "--scale_image", "--dtype", "bfloat16") == 0
+    pipe = make_pipeline(ckpt, dtype="bfloat16")
+    assert next(pipe.vtoonify.parameters()).dtype == torch.bfloat16
+    assert next(pipe.parser.parameters()).dtype == torch.bfloat16
+    rgb = skdata.astronaut()
+    low = pipe.stylize_image(rgb, style_id=1, scale_image=True).output
+    assert (tmp_path / "bf16" / "astronaut_vtoonify_d.jpg").read_bytes() == jpeg_bytes(low, tmp_path / "api")
+    full = make_pipeline(ckpt).stylize_image(rgb, style_id=1, scale_image=True).output
+    diff = np.abs(low.astype(np.int16) - full).mean()
+    assert 0 < diff < 20, diff  # close to float32, not identical
+
+
+def test_landmark_fallback_when_the_crop_is_not_redetected(pipe_d, monkeypatch):
+    """When dlib misses the face in the rescaled crop, the landmarks found before cropping (mapped into the crop)
+    are used for the style encoder's alignment; without them it is a NoFaceError."""
+    from pipeline.faces import align_face, apply_crop, crop_parameters, landmarks_in_crop, select_face
+    from pipeline.stylize import NoFaceError
+
+    rgb = skdata.astronaut()
+    face = select_face(pipe_d.detector.detect(rgb))
+    params = crop_parameters(rgb, face.landmarks)
+    crop = apply_crop(rgb, params)
+    lm = landmarks_in_crop(face.landmarks, rgb, params)
+    expected = pipe_d.style_code(crop, 1, lm=None)  # found again in the crop
+    seen = []
+
+    def aligning(frame, detector, lm=None, **kw):
+        seen.append(lm)
+        return None if lm is None else align_face(frame, detector, lm=lm, **kw)
+
+    from pipeline import stylize
+
+    monkeypatch.setattr(stylize, "align_face", aligning)
+    fallback = pipe_d.style_code(crop, 1, lm=lm)
+    assert len(seen) == 2 and seen[0] is None and seen[1] is lm
+    # the mapped landmarks are within a pixel of the re-detected ones: nearly the same code
+    assert (fallback - expected).abs().max() < 0.1 * expected.abs().max()
+    with pytest.raises(NoFaceError, match="no face found for the style encoder"):
+        pipe_d.style_code(crop, 1)
 
 
 def test_video_split_across_two_processes(ckpt, astronaut_video, tmp_path):
@@ -280,7 +433,7 @@ def test_video_split_across_two_processes(ckpt, astronaut_video, tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     model = ckpt / "vtoonify_d_test/vtoonify_s_d.pt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(root / "style_transfer.py"), "--content", str(astronaut_video), "--video", "--scale_image", "--ckpt", str(model),
            "--style_encoder_path", str(ckpt / "encoder.pt"), "--faceparsing_path", str(ckpt / "faceparsing.pth"),
            "--output_path", str(tmp_path / "split"), "--cpu", "--no_progress", "--style_id", "1"]
@@ -297,6 +450,101 @@ def test_video_split_across_two_processes(ckpt, astronaut_video, tmp_path):
     with VideoReader(tmp_path / "split" / "astro_vtoonify_d.mp4") as a, VideoReader(tmp_path / "single" / "astro_vtoonify_d.mp4") as b:
         diffs = [np.abs(x.astype(np.int16) - y.astype(np.int16)).mean() for x, y in zip(a, b)]
     assert len(diffs) == 6 and max(diffs) < 3.0, diffs
+
+
+def test_video_and_batches_follow_the_image_recipe(pipe_d, tmp_path, monkeypatch):
+    """A video made of the image path's crop, repeated, is stylised frame by frame as the image path stylises that
+    frame (same style code, same per-frame recipe); batches of 2 give the frames of batches of 1."""
+    from pipeline.video import VideoReader
+
+    crop = pipe_d.stylize_image(skdata.astronaut(), style_id=1, scale_image=True).input
+    path = tmp_path / "crop.mp4"
+    with VideoWriter(path, 10, crop.shape[1], crop.shape[0]) as w:
+        for _ in range(3):
+            w.write(crop)
+    written = record_writes(monkeypatch)
+    outs = {}
+    for batch in (1, 2):
+        result = pipe_d.stylize_video(path, tmp_path / f"b{batch}", style_id=1, scale_image=False, batch_size=batch,
+                                      progress=False)
+        outs[batch] = written[result.output_path]
+    with VideoReader(path) as reader:
+        decoded = list(reader)
+    assert all(np.array_equal(a, b) for a, b in zip(written[tmp_path / "b1" / "crop_input.mp4"], decoded))
+    image = pipe_d.stylize_image(decoded[0], style_id=1)  # the image path on the first frame
+    assert np.array_equal(outs[1][0], image.output)
+    style = pipe_d.style_code(decoded[0], 1)
+    for frame, out in zip(decoded[1:], outs[1][1:]):
+        assert np.array_equal(out, pipe_d.stylize_frames([frame], style)[0])
+    for a, b in zip(outs[1], outs[2]):
+        diff = np.abs(a.astype(int) - b.astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.01  # batched convolutions may round differently
+
+
+@pytest.fixture(scope="module")
+def short_video(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("inputs") / "short.mp4"
+    return synthesize_test_video(path, skdata.astronaut(), n_frames=3, fps=10, size=(384, 384), motion="zoom")
+
+
+def _shard(pipe, video: Path, out: Path, world: int, votes=lambda rank, ok: ok, **kwargs):
+    """The ranks of a sharded run one after another in this process (rank 0, which joins, last)."""
+    from pipeline.stylize import stylize_video_sharded
+
+    results = {}
+    for rank in reversed(range(world)):
+        results[rank] = stylize_video_sharded(pipe, video, out, rank, world, lambda ok: votes(rank, ok), style_id=1,
+                                              progress=False, **kwargs)
+    return results
+
+
+def test_sharded_video_with_more_processes_than_frames(pipe_d, short_video, tmp_path, monkeypatch):
+    """4 processes for 3 frames (rank 0 gets none): the joined video has every frame, in order, with the source's
+    fps and audio, and its frames are those of a single-process run."""
+    from pipeline.stylize import shard_range
+
+    assert [shard_range(3, r, 4) for r in range(4)] == [(0, 0), (0, 1), (1, 2), (2, 3)]
+    written = record_writes(monkeypatch)
+    results = _shard(pipe_d, short_video, tmp_path / "split", 4)
+    assert results[1] is results[2] is results[3] is None and results[0].frames == 3
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == ["short_input.mp4", "short_vtoonify_d.mp4"]
+    segments = sorted((p, f) for p, f in written.items() if ".seg" in p.name and "vtoonify" in p.name)
+    sharded = [frame for _, frames in segments for frame in frames]
+    written.clear()
+    single = pipe_d.stylize_video(short_video, tmp_path / "single", style_id=1, progress=False)
+    assert len(sharded) == 3 and all(np.array_equal(a, b) for a, b in zip(sharded, written[single.output_path]))
+    src, joined = probe(short_video), probe(tmp_path / "split" / "short_vtoonify_d.mp4")
+    assert joined.frame_count == 3 and joined.fps == pytest.approx(src.fps) and joined.duration == pytest.approx(0.3, abs=0.02)
+    assert joined.has_audio and joined.audio_duration == pytest.approx(src.audio_duration, abs=0.03)
+    assert joined.audio_duration == pytest.approx(joined.duration, abs=0.05)  # audio and video stay in step
+    from pipeline.video import VideoReader
+
+    with VideoReader(tmp_path / "split" / "short_vtoonify_d.mp4") as reader:
+        decoded = list(reader)
+    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(decoded, sharded)) < 3
+
+
+@pytest.mark.parametrize("failing", ["this process", "another process"])
+def test_sharded_video_failure_leaves_nothing(pipe_d, short_video, tmp_path, monkeypatch, failing):
+    """One rank fails: every rank raises, the segments the others wrote are removed, no final file appears."""
+    from pipeline import stylize
+
+    if failing == "this process":  # rank 0's own stylisation fails after rank 1 wrote its segments
+        original = stylize.VToonifyPipeline.stylize_video
+
+        def failing_on_rank0(self, *a, frame_range=None, **k):
+            if frame_range[0] == 0:
+                raise RuntimeError("simulated failure on rank 0")
+            return original(self, *a, frame_range=frame_range, **k)
+
+        monkeypatch.setattr(stylize.VToonifyPipeline, "stylize_video", failing_on_rank0)
+        votes, match = (lambda rank, ok: ok), "simulated failure on rank 0"
+    else:  # rank 0 succeeds, but the vote says another process failed
+        votes, match = (lambda rank, ok: ok and rank != 0), "another process failed"
+    out = tmp_path / "split"
+    with pytest.raises(RuntimeError, match=match):
+        _shard(pipe_d, short_video, out, 2, votes)
+    assert not [p.name for p in out.iterdir()]
 
 
 def test_overlapped_io_gives_the_same_video(ckpt, astronaut_video, tmp_path, monkeypatch):
@@ -398,4 +646,45 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(ckpt, astronaut_jpg,
     assert compiled.compile is None
     b = make_pipeline(ckpt, "toonify").stylize_image(rgb, scale_image=True)
     assert np.array_equal(a.output, b.output)
+    torch._dynamo.reset()
+
+
+def _cxx_compiler() -> str | None:
+    import os
+    import shutil
+
+    return next((shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c and shutil.which(c)), None)
+
+
+@pytest.mark.skipif(_cxx_compiler() is None, reason="torch.compile (inductor) needs a C++ compiler on CPU; none found")
+def test_real_compile_matches_eager():
+    """One real inductor compile (as --compile runs it: fullgraph, static shapes) of a small StyleGAN block with the
+    project's custom ops (modulated conv, upfirdn2d blur, fused bias + leaky ReLU), compared with eager."""
+    import torch
+
+    from model.stylegan.model import StyledConv, ToRGB
+
+    torch._dynamo.reset()
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = StyledConv(8, 8, 3, 16, upsample=True)
+            self.rgb = ToRGB(8, 16)
+
+        def forward(self, x, style, noise):
+            return self.rgb(self.conv(x, style, noise=noise), style)
+
+    block = Block().eval()
+    g = torch.Generator().manual_seed(0)
+    x, style, noise = torch.randn(2, 8, 8, 8, generator=g), torch.randn(2, 16, generator=g), torch.randn(2, 1, 16, 16, generator=g)
+    with torch.inference_mode():
+        eager = block(x, style, noise)
+        compiled = torch.compile(block, mode="default", fullgraph=True, dynamic=False)
+        out = compiled(x, style, noise)
+        again = compiled(x * 2, style, noise)  # same shapes: the same compiled code
+    torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        torch.testing.assert_close(again, block(x * 2, style, noise), rtol=1e-5, atol=1e-5)
+    assert not torch.equal(out, again)
     torch._dynamo.reset()
