@@ -220,18 +220,16 @@ def profile_backbone(backbone: str, ckpt_dir: Path, frame: np.ndarray, style: to
             rec = stage_outputs(model, inputs16, style)
             _cast(mods, torch.float32)
         row(f"mixed, {part} in bfloat16", rec)
-    if backbone == "dualstylegan":
-        _cast([f.conv2 for f in model.fusion_out], torch.float32)
-        row("mixed + fusion-mask conv in float32", stage_outputs(model, inputs16, style))
     return rows
 
 
-def profile_inputs(ckpt_dir: Path, video: Path):
+def profile_inputs(ckpt_dir: Path, video: Path, backbones):
     """The first frame of ``video`` cropped as ``--scale_image`` crops it, and the float32 W+ codes of it."""
     from pipeline.stylize import VToonifyPipeline
 
     codes = {}
-    for backbone, rel in CKPT.items():
+    for backbone in backbones:
+        rel = CKPT[backbone]
         pipe = VToonifyPipeline(ckpt_dir / rel, backbone=backbone, style_encoder_path=ckpt_dir / "encoder.pt",
                                 faceparsing_path=ckpt_dir / "faceparsing.pth", device="cpu", keep_style_encoder=False)
         _, _, frame, lm = pipe.find_first_face(video, (200, 200, 200, 200), True)
@@ -393,7 +391,7 @@ def main() -> None:
             "video": args.video.name, "rounds": args.rounds}
     profile, timing, model_timing = [], [], []
     if not args.skip_profile or args.model_timing:
-        frame, codes = profile_inputs(args.ckpt_dir, args.video)
+        frame, codes = profile_inputs(args.ckpt_dir, args.video, args.backbones)
     if args.model_timing:
         model_timing = time_model(args.ckpt_dir, frame, codes, args.rounds, args.backbones)
     if not args.skip_profile:

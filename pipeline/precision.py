@@ -30,8 +30,8 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 #: the ``dtype`` of the web demo's "fast" toggle and of the tip's advice
 FAST_DTYPE = "bfloat16"
 #: the web demo's explanation under its "fast" toggle (shown where :func:`fast_mode_available`)
-FAST_TOGGLE_INFO = (f"bfloat16 on this CPU: about {BF16_SPEEDUP:.1f}x faster, output within {BF16_PSNR_DB} dB PSNR "
-                    "of the float32 default")
+FAST_TOGGLE_INFO = (f"bfloat16 on this CPU: about {BF16_SPEEDUP:.1f}x faster, output PSNR >= {BF16_PSNR_DB} dB "
+                    "against the float32 default")
 
 _CPUINFO = Path("/proc/cpuinfo")
 
@@ -122,4 +122,4 @@ def bf16_tip(device: torch.device | str | None, dtype: str | torch.dtype | None,
     if not fast_mode_available(device, dtype, flags, mkldnn):
         return None
     return (f"tip: this CPU computes bfloat16 natively: --dtype {FAST_DTYPE} runs about {BF16_SPEEDUP:.1f}x faster "
-            f"(output within {BF16_PSNR_DB} dB PSNR of float32; the float32 default reproduces the original)")
+            f"(output PSNR >= {BF16_PSNR_DB} dB against float32; the float32 default reproduces the original)")

@@ -268,3 +268,27 @@ def test_cli_prints_the_tip_only_on_native_bf16(native, tiny_ckpt, tmp_path, mon
     assert code == 0
     tips = [line for line in err.splitlines() if line.startswith("tip:")]
     assert tips == ([precision.bf16_tip("cpu", None)] if native else [])
+
+
+def test_app_fast_toggle_loads_a_bfloat16_pipeline(tmp_path, monkeypatch):
+    import app
+
+    made = []
+
+    class FakePipeline:
+        def __init__(self, ckpt, **kwargs):
+            made.append(kwargs["dtype"])
+
+    monkeypatch.setattr(app, "VToonifyPipeline", FakePipeline)
+    ckpt = tmp_path / "vtoonify_t_x" / "vtoonify.pt"
+    config = app.AppConfig((app.ModelEntry("T", ckpt),), tmp_path / "encoder.pt", tmp_path / "faceparsing.pth", device="cpu")
+    state = app.AppState(config)
+    try:
+        plain, fast = state.pipeline("T"), state.pipeline("T", fast=True)
+        assert plain is not fast and state.pipeline("T", fast=True) is fast  # cached apart
+        assert made == [None, precision.FAST_DTYPE] and state.loaded == ["T", "T (fast)"]
+    finally:
+        state.close()
+    shown = app.build_app(config, state)  # the toggle exists; visible only where bf16 is native on this CPU
+    toggles = [b for b in shown.blocks.values() if getattr(b, "elem_id", None) == "fast"]
+    assert len(toggles) == 1 and toggles[0].visible == precision.fast_mode_available("cpu", None)
