@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from model.checkpoint import CheckpointError
+from pipeline.precision import FAST_DTYPE, FAST_TOGGLE_INFO, fast_mode_available
 from pipeline.styles import StyleCodeError
 from pipeline.stylize import NoFaceError, VToonifyPipeline, resolve_device, tensor_to_frames
 from pipeline.video import VideoError, probe, synthesize_test_video
@@ -239,21 +240,22 @@ class AppState:
         with self._lock:
             return list(self._pipelines)
 
-    def pipeline(self, label: str) -> VToonifyPipeline:
-        """The pipeline of model ``label``, loading it if needed."""
+    def pipeline(self, label: str, fast: bool = False) -> VToonifyPipeline:
+        """The pipeline of model ``label``, loading it if needed; ``fast``: in bfloat16 (the page's "fast" toggle)."""
         entry = self.config.model(label)
+        dtype, key = (FAST_DTYPE, f"{label} (fast)") if fast else (self.config.dtype, label)
         with self._lock:
-            if label in self._pipelines:
-                self._pipelines.move_to_end(label)
-                return self._pipelines[label]
+            if key in self._pipelines:
+                self._pipelines.move_to_end(key)
+                return self._pipelines[key]
             while len(self._pipelines) >= self.config.max_loaded_models:
                 dropped, _ = self._pipelines.popitem(last=False)
                 log.info("unloading %s", dropped)
-            log.info("loading %s", label)
+            log.info("loading %s", key)
             pipe = VToonifyPipeline(entry.ckpt, style_encoder_path=self.config.style_encoder_path,
                                     faceparsing_path=self.config.faceparsing_path, exstyle_path=entry.exstyle_path,
-                                    device=self.config.device, dtype=self.config.dtype)
-            self._pipelines[label] = pipe
+                                    device=self.config.device, dtype=dtype)
+            self._pipelines[key] = pipe
             return pipe
 
     def model_info(self, label: str) -> ModelInfo:
@@ -357,8 +359,8 @@ def _too_large(width: int, height: int, scale_image: bool) -> str | None:
 
 def toonify_image(state: AppState, image: ImageInput, model: str, style_id: int = DEFAULT_STYLE_ID,
                   style_degree: float = 0.5, color_transfer: bool = False, scale_image: bool = True,
-                  progress: Progress | None = None) -> tuple[np.ndarray | None, str]:
-    """Toonify a photo: ``(result RGB uint8 or None, message for the page)``.
+                  progress: Progress | None = None, fast: bool = False) -> tuple[np.ndarray | None, str]:
+    """Toonify a photo: ``(result RGB uint8 or None, message for the page)``; ``fast``: bfloat16.
 
     ``image`` is an RGB array or the path of an uploaded file; with ``scale_image`` the photo is rescaled
     so that the eyes are 64 px apart and cropped around the face (the result is 4x the crop).
@@ -374,7 +376,7 @@ def toonify_image(state: AppState, image: ImageInput, model: str, style_id: int 
         return None, message
     try:
         _report(progress, 0.0, "Loading the model")
-        pipe = state.pipeline(model)
+        pipe = state.pipeline(model, fast=bool(fast))
         _check_style_id(pipe, int(style_id))
         _report(progress, 0.2, "Stylising")
         result = pipe.stylize_image(rgb, style_id=int(style_id), style_degree=float(style_degree),
@@ -419,8 +421,8 @@ def describe_video(state: AppState, video: str | os.PathLike | None) -> str:
 def toonify_video(state: AppState, video: str | os.PathLike | None, model: str, style_id: int = DEFAULT_STYLE_ID,
                   style_degree: float = 0.5, color_transfer: bool = False, scale_image: bool = True,
                   track: bool = False, smooth_parsing: int = 0,
-                  progress: Progress | None = None) -> tuple[str | None, str]:
-    """Toonify a video: ``(path of the result MP4 or None, message for the page)``.
+                  progress: Progress | None = None, fast: bool = False) -> tuple[str | None, str]:
+    """Toonify a video: ``(path of the result MP4 or None, message for the page)``; ``fast``: bfloat16.
 
     The video is checked against the limits before any model runs. The result is H.264 with the input's
     audio, every frame kept. With ``progress`` (``gr.Progress(track_tqdm=True)`` in the app) the stages are
@@ -441,7 +443,7 @@ def toonify_video(state: AppState, video: str | os.PathLike | None, model: str, 
         return None, message
     try:
         _report(progress, 0.02, "Loading the model")
-        pipe = state.pipeline(model)
+        pipe = state.pipeline(model, fast=bool(fast))
         _check_style_id(pipe, int(style_id))
         _report(progress, 0.05, "Finding the face")
         result = pipe.stylize_video(video, state.new_job_dir(), style_id=int(style_id), style_degree=float(style_degree),
@@ -532,16 +534,18 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
 
     # Gradio recognises a handler's progress tracker by its default value, hence the calls in the defaults.
     def run_photo(upload: dict[str, Any] | None, label: str, style: float, degree: float, color: bool, crop: bool,
-                  progress: gr.Progress = gr.Progress()) -> tuple[np.ndarray | None, str]:  # noqa: B008
+                  fast_on: bool, progress: gr.Progress = gr.Progress()) -> tuple[np.ndarray | None, str]:  # noqa: B008
         """Runs without Gradio's preprocessing: ``upload`` is the uploaded file's description, and the file
         is decoded by :func:`toonify_image`, which says what is wrong with one Pillow cannot read (Gradio's
         own decoding would fail before the handler, with a bare "Error" on the page)."""
         path = upload.get("path") if upload else None
-        return toonify_image(state, path, label, int(style), degree, color, crop, progress=progress)
+        return toonify_image(state, path, label, int(style), degree, color, crop, progress=progress, fast=fast_on)
 
-    def run_video(video: str | None, label: str, style: float, degree: float, color: bool, crop: bool, track: bool,
-                  smooth: float, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple[str | None, str]:  # noqa: B008
-        return toonify_video(state, video, label, int(style), degree, color, crop, track, int(smooth), progress=progress)
+    def run_video(video: str | None, label: str, style: float, degree: float, color: bool, crop: bool, fast_on: bool,
+                  track: bool, smooth: float,
+                  progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple[str | None, str]:  # noqa: B008
+        return toonify_video(state, video, label, int(style), degree, color, crop, track, int(smooth), progress=progress,
+                             fast=fast_on)
 
     def check_video(video: str | None) -> str:
         return describe_video(state, video)
@@ -568,6 +572,8 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
                                              info="use the exemplar's colours too (what the vtoonify_s_d_c.pt models are trained for)")
                 crop = gr.Checkbox(True, label="Crop around the face", elem_id="crop",
                                    info="rescale so that the eyes are 64 px apart and crop; the result is 4x the input")
+                fast = gr.Checkbox(False, label="Fast (bfloat16)", elem_id="fast", info=FAST_TOGGLE_INFO,
+                                   visible=fast_mode_available(config.device, config.dtype))
             with gr.Column(scale=3), gr.Tabs():
                 with gr.Tab("Photo", id="photo"):
                     with gr.Row():
@@ -600,12 +606,12 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
         style_id.input(show_style, style_inputs, style_outputs, trigger_mode="always_last", concurrency_id="thumbnail")
 
         photo_sample.click(sample_photo, None, photo)
-        photo_run.click(run_photo, [photo, model, style_id, degree, color_transfer, crop], [photo_result, photo_status],
+        photo_run.click(run_photo, [photo, model, style_id, degree, color_transfer, crop, fast], [photo_result, photo_status],
                         preprocess=False, concurrency_id="stylize", concurrency_limit=1)
 
         video.upload(check_video, video, video_status)
         video_sample.click(use_sample_video, None, [video, video_status])
-        video_run.click(run_video, [video, model, style_id, degree, color_transfer, crop, track, smooth],
+        video_run.click(run_video, [video, model, style_id, degree, color_transfer, crop, fast, track, smooth],
                         [video_result, video_status], concurrency_id="stylize", concurrency_limit=1)
     return demo
 

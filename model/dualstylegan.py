@@ -60,7 +60,7 @@ class AdaptiveInstanceNorm(nn.Module):
             self.style.bias[fin:] = 0
 
     def forward(self, input: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.style(style).unsqueeze(2).unsqueeze(3).chunk(2, 1)
+        gamma, beta = self.style(style.to(self.style.weight.dtype)).unsqueeze(2).unsqueeze(3).chunk(2, 1)
         # The instance norm of ``self.norm`` written out with elementwise ops: they keep the input's memory
         # layout (InstanceNorm2d returns NCHW even for channels-last input, which slows every later
         # convolution), fold gamma into the normalisation, and give 0 for a 1x1 map (which InstanceNorm2d refuses).
@@ -77,6 +77,8 @@ def _instance_norm_affine(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tens
     the plain form.
     """
     b, c, h, w = x.shape
+    if x.dtype in (torch.bfloat16, torch.float16):
+        return _instance_norm_affine_low_precision(x, gamma, beta, eps)
     fast = (
         x.device.type == "cpu"
         and not (torch.is_grad_enabled() and (x.requires_grad or gamma.requires_grad or beta.requires_grad))
@@ -92,6 +94,28 @@ def _instance_norm_affine(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tens
     scale = gamma.reshape(gamma.shape[0], 1, c) * torch.rsqrt(var + eps)  # gamma/beta may have batch 1
     torch.addcmul(beta.reshape(beta.shape[0], 1, c), out, scale, out=out)
     return out.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def _instance_norm_affine_low_precision(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> torch.Tensor:
+    """:func:`_instance_norm_affine` of a bfloat16 / float16 map, computed in float32 and rounded once.
+
+    The moments (two-pass), the scale ``gamma / sqrt(var + eps)`` and the affine run on a float32 copy; only the
+    output is rounded to ``x``'s dtype. In bfloat16 (8-bit mantissa) a mean rounded to the map's dtype is off by
+    up to 0.4% of its value, the same for every pixel of a channel: VToonify-D's fusion maps ``|f_G - f_E|``
+    have means several times their spread, so a rounded mean shifts a channel by a visible fraction of it.
+    (A mixed-dtype ``addcmul`` straight into a bfloat16 buffer would skip the copy but is several times slower
+    on CPU than these float32 passes and one cast.)
+    """
+    b, c, h, w = x.shape
+    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    # channels-last: the (B, H*W, C) view (reducing over H, W of the 4-D tensor is slow, see above)
+    v = (x.permute(0, 2, 3, 1).reshape(b, h * w, c) if cl else x.reshape(b, c, h * w).transpose(1, 2)).float()
+    v.sub_(v.mean(1, keepdim=True))
+    var = torch.linalg.vecdot(v, v, dim=1).div_(h * w).view(b, 1, c)
+    scale = gamma.float().reshape(gamma.shape[0], 1, c) * torch.rsqrt(var + eps)
+    torch.addcmul(beta.float().reshape(beta.shape[0], 1, c), v, scale, out=v)
+    out = v.to(x.dtype).view(b, h, w, c).permute(0, 3, 1, 2)
+    return out if cl else out.contiguous()
 
 
 def _is_zero_weight(w) -> bool:

@@ -91,7 +91,7 @@ class Fusion(nn.Module):
 
     def fuse(self, f_G: torch.Tensor, f_E: torch.Tensor, d_s=1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(f_out, m_E, f_E * m_E)``: :meth:`forward` plus the gated encoder features (VToonify reuses them)."""
-        label = self.linear(degree_tensor(d_s, f_G.shape[0], f_G))
+        label = self.linear(degree_tensor(d_s, f_G.shape[0], self.linear[0].weight))
         autograd = torch.is_grad_enabled() and (f_G.requires_grad or f_E.requires_grad or self.conv.weight.requires_grad)
         if autograd or torch.compiler.is_compiling():  # the compiler fuses this form itself (and refuses strided out=)
             out = torch.cat([f_G, torch.abs(f_G - f_E)], dim=1)
@@ -131,6 +131,11 @@ def _styled_conv_without_noise(conv: StyledConv, x: torch.Tensor, style: torch.T
         return act(out)
     out.add_(act.bias.to(out.dtype).view(1, -1, 1, 1))
     return F.leaky_relu_(out, act.negative_slope).mul_(act.scale)
+
+
+def _conv_as_own_dtype(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` with ``x`` cast to the convolution's dtype (the RGB skip path of a mixed-precision model)."""
+    return conv(x.to(conv.weight.dtype))
 
 
 class VToonify(nn.Module):
@@ -208,13 +213,46 @@ class VToonify(nn.Module):
                 self.res.append(AdaResBlock(ch[resolution], style_channels, dilation=bottom_res // resolution))
 
     # ------------------------------------------------------------------------------------------------
+    def low_precision_modules(self) -> list[nn.Module]:
+        """The convolutions :meth:`to_mixed_precision` casts: the encoder's 3x3 convolutions and residual
+        blocks, VToonify-D's dilated ModRes convolutions, and the fusion convolutions (for VToonify-D also
+        the fusion-mask convolution). About 2/3 of the FLOPs; the StyleGAN blocks' modulated convolutions run
+        in the activations' dtype as well, from float32 weights modulated and demodulated per call."""
+        mods: list[nn.Module] = list(self.encoder[:5])
+        if self.backbone == "dualstylegan":
+            for block in self.res[1:]:
+                mods += [block.conv[0], block.conv2[0]]
+            for fusion in self.fusion_out:
+                mods += [fusion.conv, fusion.conv2]
+        else:
+            mods += list(self.fusion_out)
+        return mods
+
+    def to_mixed_precision(self, dtype: torch.dtype = torch.bfloat16) -> VToonify:
+        """Cast the model in place for ``dtype`` (bfloat16 or float16) inference and return it.
+
+        The convolutions of :meth:`low_precision_modules` take ``dtype`` and so do the activations between
+        them; every part whose rounding would show in the output stays float32: the style mapping and affine
+        maps (W+ codes, modulation ``s``, AdaIN's gamma/beta and the degree MLP), the modulated weights and
+        demodulation coefficients (cast to ``dtype`` only when they meet the activations), instance-norm
+        statistics (``model.dualstylegan`` computes them in float32 for low-precision maps), the RGB skip
+        path (``encoder[5]``, ``fusion_skip``, the ToRGB bias and the sum of the upsampled skips) and so the
+        output, which is float32. Any other ``dtype`` casts the whole model (``.to(dtype)``).
+        """
+        self.float()
+        if dtype not in (torch.bfloat16, torch.float16):
+            return self.to(dtype)
+        for m in self.low_precision_modules():
+            m.to(dtype)
+        return self
+
     def stylegan(self) -> Generator:
         """The StyleGAN2 generator (inside the DualStyleGAN for VToonify-D)."""
         return self.generator.generator if self.backbone == "dualstylegan" else self.generator
 
     def zplus2wplus(self, zplus: torch.Tensor) -> torch.Tensor:
         """Map a (B, 18, 512) Z+ code (e.g. pSp output) row by row to W+ with the StyleGAN mapping net."""
-        return apply_mapping(self.stylegan().style, zplus)
+        return apply_mapping(self.stylegan().style, zplus.to(self.stylegan().style[1].weight.dtype))
 
     def _prepare_styles(self, style: torch.Tensor):
         n_latent = self.stylegan().n_latent
@@ -258,11 +296,13 @@ class VToonify(nn.Module):
                 raise ValueError("style (a W+ code) is required")
             resstyles = adastyles = None  # VToonify-T encoder features do not depend on the style
         else:
-            resstyles, adastyles = self._prepare_styles(style.to(x.dtype))
+            # style codes run in the mapping network's dtype (float32 in a mixed-precision model)
+            resstyles, adastyles = self._prepare_styles(style.to(self.stylegan().style[1].weight.dtype))
 
         features = []
-        # channels-last activations: oneDNN (CPU) and cuDNN run these convolutions 2-4x faster in NHWC
-        feat = x.contiguous(memory_format=torch.channels_last)
+        # channels-last activations: oneDNN (CPU) and cuDNN run these convolutions 2-4x faster in NHWC;
+        # the activations take the dtype of the encoder's convolutions (see to_mixed_precision)
+        feat = x.to(self.encoder[0][0].weight.dtype).contiguous(memory_format=torch.channels_last)
         for stage in self.encoder[:4]:
             feat = stage(feat)
             features.append(feat)
@@ -274,7 +314,7 @@ class VToonify(nn.Module):
             if dual:
                 feat = self.res[k + 1](feat, resstyles[:, k + 1], d_s)
         out = feat
-        skip = self.encoder[5](feat)
+        skip = _conv_as_own_dtype(self.encoder[5], feat)
         if return_feat:
             return out, skip
 
@@ -288,11 +328,11 @@ class VToonify(nn.Module):
                 f_E = features[t]
                 if dual:
                     out, m_E, gated = self.fusion_out[t].fuse(out, f_E, d_s)
-                    skip = self.fusion_skip[t](torch.cat([skip, gated], dim=1))
+                    skip = _conv_as_own_dtype(self.fusion_skip[t], torch.cat([skip, gated.to(skip.dtype)], dim=1))
                     masks.append(m_E)
                 else:
                     out = self.fusion_out[t](torch.cat([out, f_E], dim=1))
-                    skip = self.fusion_skip[t](torch.cat([skip, f_E], dim=1))
+                    skip = _conv_as_own_dtype(self.fusion_skip[t], torch.cat([skip, f_E.to(skip.dtype)], dim=1))
             out = _styled_conv_without_noise(conv1, out, adastyles[:, row])
             out = _styled_conv_without_noise(conv2, out, adastyles[:, row + 1])
             skip = to_rgb(out, adastyles[:, row + 2], skip)

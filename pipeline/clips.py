@@ -95,7 +95,7 @@ def content_code(pipe: VToonifyPipeline, aligned: np.ndarray) -> torch.Tensor:
     """W+ code (1, 18, 512) of a 256x256 FFHQ-aligned face (RGB ``uint8``): pSp (Z+) -> mapping."""
     x = frames_to_tensor([np.asarray(aligned)], pipe.device)
     zplus = fit_rows(pipe.pspencoder(x), pipe.vtoonify.stylegan().n_latent)
-    return pipe.vtoonify.zplus2wplus(zplus.to(pipe.dtype))
+    return pipe.vtoonify.zplus2wplus(zplus)
 
 
 @torch.inference_mode()

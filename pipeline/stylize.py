@@ -94,7 +94,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """float32 by default; float16/bfloat16 on request (on CPU they are slower and only for testing)."""
+    """float32 by default; float16/bfloat16 on request (on CPU float16 is very slow, and bfloat16 is fast only
+    with native bfloat16 arithmetic: see :mod:`pipeline.precision`)."""
     if dtype is None:
         return torch.float32
     if isinstance(dtype, torch.dtype):
@@ -221,7 +222,8 @@ class VToonifyPipeline:
             raise ValueError(f"compile must be None or one of {', '.join(COMPILE_MODES)}, got {compile!r}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.vtoonify = load_vtoonify(ckpt, backbone=backbone, device=self.device).to(dtype=self.dtype)
+        # reduced precision: the big convolutions in self.dtype, the parts whose rounding shows in float32
+        self.vtoonify = load_vtoonify(ckpt, backbone=backbone, device=self.device).to_mixed_precision(self.dtype)
         self.backbone = self.vtoonify.backbone
         self.compile = compile
         self._eager_step = self._step = _VToonifyStep(self.vtoonify)
@@ -263,7 +265,7 @@ class VToonifyPipeline:
             raise StyleCodeError("VToonify-T has no exemplar styles")
         if not 0 <= style_id < len(self.exstyles):
             raise StyleCodeError(f"--style_id {style_id} is out of range: this exstyle file has {len(self.exstyles)} styles (0 .. {len(self.exstyles) - 1})")
-        code = torch.from_numpy(list(self.exstyles.values())[style_id]).to(self.device, self.dtype)
+        code = torch.from_numpy(list(self.exstyles.values())[style_id]).to(self.device)
         return self.vtoonify.zplus2wplus(code)
 
     @torch.inference_mode()
@@ -280,7 +282,7 @@ class VToonifyPipeline:
         if aligned is None:
             raise NoFaceError("no face found for the style encoder (FFHQ alignment failed)")
         x = frames_to_tensor([np.asarray(aligned)], self.device)
-        s_w = self.vtoonify.zplus2wplus(fit_rows(self.pspencoder(x), self.vtoonify.stylegan().n_latent).to(self.dtype))
+        s_w = self.vtoonify.zplus2wplus(fit_rows(self.pspencoder(x), self.vtoonify.stylegan().n_latent))
         if not self.keep_style_encoder:
             self._pspencoder = None
         if self.backbone == "dualstylegan":
@@ -511,7 +513,7 @@ class _VToonifyStep(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, parsing: torch.Tensor, style: torch.Tensor, d_s: float) -> torch.Tensor:
         inputs = torch.cat([x, parsing.to(x.dtype) / 16.0], dim=1)
-        style = style.to(x.dtype).expand(x.shape[0], *style.shape[1:])
+        style = style.expand(x.shape[0], *style.shape[1:])  # VToonify casts it to its mapping's dtype
         return self.vtoonify(inputs, style, d_s=d_s).clamp_(-1, 1)
 
 

@@ -239,24 +239,28 @@ class ModulatedConv2d(nn.Module):
     def forward(self, input: torch.Tensor, style: torch.Tensor, externalweight: torch.Tensor | None = None) -> torch.Tensor:
         batch, in_channel, height, width = input.shape
         base = self.weight if externalweight is None else self.weight + externalweight
-        s = self.modulation(style)  # (B, in)
+        s = self.modulation(style.to(self.modulation.weight.dtype))  # (B, in)
 
+        # The style affine ``s``, the modulated weights and the demodulation coefficients are computed in the
+        # parameters' dtype (float32 in a model from VToonify.to_mixed_precision); only what meets the
+        # activations is cast to the activations' dtype (a no-op when the two agree).
+        act = input.dtype
         if not self.fused or batch > 1:
             # Modulating activations instead of weights is the same maths; for a batch it runs one dense
             # convolution instead of a grouped one per sample.
             weight = self.scale * base.squeeze(0)  # (out, in, k, k)
-            out = self._resample_conv(input * s.view(batch, in_channel, 1, 1), weight, groups=1)
+            out = self._resample_conv(input * s.view(batch, in_channel, 1, 1).to(act), weight.to(act), groups=1)
             if self.demodulate:
                 w = weight.unsqueeze(0) * s.view(batch, 1, in_channel, 1, 1)
                 dcoefs = (w.square().sum((2, 3, 4)) + self.eps).rsqrt()
-                out = out * dcoefs.view(batch, -1, 1, 1)
+                out = out * dcoefs.view(batch, -1, 1, 1).to(act)
             return out
 
         weight = self.scale * base * s.view(batch, 1, in_channel, 1, 1)  # (B, out, in, k, k)
         if self.demodulate:
             demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + self.eps)
             weight = weight * demod.view(batch, self.out_channel, 1, 1, 1)
-        weight = weight.view(batch * self.out_channel, in_channel, self.kernel_size, self.kernel_size)
+        weight = weight.view(batch * self.out_channel, in_channel, self.kernel_size, self.kernel_size).to(act)
         if batch == 1:  # (reshaping a 1-sample channels-last tensor would change its batch stride and layout)
             return self._resample_conv(input, weight, groups=1)
         out = self._resample_conv(input.reshape(1, batch * in_channel, height, width), weight, groups=batch)

@@ -1,0 +1,128 @@
+"""Whether this CPU computes bfloat16 natively, and the one-line tip that says what ``--dtype bfloat16`` gains.
+
+On CPUs whose vector units have bfloat16 dot products (AVX-512 BF16, AMX) oneDNN runs bfloat16 convolutions
+about twice as fast as float32; elsewhere it emulates them and they are slower than float32, so the tip is
+only shown where the hardware has them. ``--dtype bfloat16`` runs VToonify in mixed precision
+(:meth:`model.vtoonify.VToonify.to_mixed_precision`): the big convolutions in bfloat16, the parts whose
+rounding would show in float32. float32 stays the default: it reproduces the original implementation.
+
+The figures below are measured by ``benchmarks/bf16_accuracy.py`` (table in ``benchmarks/README.md``).
+PyTorch is imported only by the functions, so the command-line help can quote the figures cheaply.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["BF16_SPEEDUP", "BF16_PSNR_DB", "NATIVE_BF16_FLAGS", "cpu_flags", "cpu_model_name", "native_bf16",
+           "fast_mode_available", "bf16_tip", "FAST_DTYPE", "FAST_TOGGLE_INFO"]
+
+#: ``style_transfer.py --video --scale_image --cpu`` per frame, float32 time over ``--dtype bfloat16`` time, rounded
+#: down: the whole-model bfloat16 cast measured 2.3x (VToonify-D) and 2.5x (VToonify-T) on a 2-core AMD EPYC with
+#: AVX-512 BF16 (torch 2.13); the mixed path adds only small float32 parts. ``benchmarks/bf16_accuracy.py``
+#: measures it (table in ``benchmarks/README.md``).
+BF16_SPEEDUP = 2.0
+#: The PSNR (dB) that ``--dtype bfloat16`` output keeps against float32: 50.7 dB measured for VToonify-D on a
+#: frame of a portrait video (``benchmarks/bf16_accuracy.py``).
+BF16_PSNR_DB = 42
+#: /proc/cpuinfo flags of native bfloat16 arithmetic: AVX-512 BF16 dot products, AMX bfloat16 tiles.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+#: the ``dtype`` of the web demo's "fast" toggle and of the tip's advice
+FAST_DTYPE = "bfloat16"
+#: the web demo's explanation under its "fast" toggle (shown where :func:`fast_mode_available`)
+FAST_TOGGLE_INFO = (f"bfloat16 on this CPU: about {BF16_SPEEDUP:.1f}x faster, output PSNR >= {BF16_PSNR_DB} dB "
+                    "against the float32 default")
+
+_CPUINFO = Path("/proc/cpuinfo")
+
+
+def _read_cpuinfo(path: Path = _CPUINFO) -> str | None:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str] | None:
+    """The CPU feature flags of ``/proc/cpuinfo`` (or of the given text); None where there is no such file."""
+    text = _read_cpuinfo() if cpuinfo is None else cpuinfo
+    if text is None:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def cpu_model_name(cpuinfo: str | None = None) -> str | None:
+    """The ``model name`` line of ``/proc/cpuinfo`` (what ``lscpu`` prints as "Model name")."""
+    text = _read_cpuinfo() if cpuinfo is None else cpuinfo
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return None
+
+
+def _torch_reports_bf16() -> bool | None:
+    """PyTorch's own CPU probe (the one its kernels dispatch on), where this build has it."""
+    import torch
+
+    probes = [getattr(torch._C._cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [p for p in probes if p is not None]
+    if not probes:
+        return None
+    try:
+        return any(bool(p()) for p in probes)
+    except RuntimeError:
+        return None
+
+
+def native_bf16(flags: Iterable[str] | None = None, mkldnn: bool | None = None) -> bool:
+    """True when oneDNN can run bfloat16 convolutions natively on this CPU.
+
+    ``flags`` (a CPU flag set) and ``mkldnn`` (whether PyTorch was built with oneDNN) default to this machine's:
+    ``/proc/cpuinfo``, falling back to PyTorch's CPU probe where that file does not exist.
+    """
+    import torch
+
+    if mkldnn is None:
+        mkldnn = torch.backends.mkldnn.is_available()
+    if not mkldnn:
+        return False
+    if flags is None:
+        flags = cpu_flags()
+        if flags is None:
+            return bool(_torch_reports_bf16())
+    return any(f in set(flags) for f in NATIVE_BF16_FLAGS)
+
+
+def fast_mode_available(device: torch.device | str | None, dtype: str | torch.dtype | None,
+                        flags: Iterable[str] | None = None, mkldnn: bool | None = None) -> bool:
+    """True for a float32 run (``dtype`` None or float32) on a CPU (``device``; ``'auto'`` resolves as the
+    pipeline resolves it) with native bfloat16: where ``--dtype bfloat16`` is worth suggesting."""
+    import torch
+
+    from pipeline.stylize import resolve_device
+
+    try:
+        on_cpu = resolve_device(device).type == "cpu"
+    except RuntimeError:  # CUDA asked for but absent: the pipeline says so itself
+        return False
+    if not on_cpu or dtype not in (None, "float32", torch.float32):
+        return False
+    return native_bf16(flags, mkldnn)
+
+
+def bf16_tip(device: torch.device | str | None, dtype: str | torch.dtype | None, flags: Iterable[str] | None = None,
+             mkldnn: bool | None = None) -> str | None:
+    """The one-line tip for a float32 run on a CPU with native bfloat16, else None (GPU, another dtype,
+    or a CPU where bfloat16 would be slower than float32)."""
+    if not fast_mode_available(device, dtype, flags, mkldnn):
+        return None
+    return (f"tip: this CPU computes bfloat16 natively: --dtype {FAST_DTYPE} runs about {BF16_SPEEDUP:.1f}x faster "
+            f"(output PSNR >= {BF16_PSNR_DB} dB against float32; the float32 default reproduces the original)")
