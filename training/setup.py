@@ -34,7 +34,6 @@ from model.dualstylegan import STRUCTURE_ROWS
 from model.errors import UserError
 from model.stylegan.model import Generator
 from model.vtoonify import VToonify
-from pipeline.download import d_checkpoint_name
 
 __all__ = [
     "TrainingSetupError", "TRAINABLE_STAGE1", "TRAINABLE_STAGE2", "preflight", "weights_init", "init_fusion_identity",
@@ -150,19 +149,6 @@ def generator_config(cfg: Mapping, backbone: str) -> dict:
     return dict(in_size=in_size, out_size=size, style_channels=cfg["style_dim"], num_mlps=cfg["n_mlp"],
                 channel_multiplier=cfg["channel_multiplier"], channel_max=cfg["channel_max"],
                 num_res_layers=2 * (int(math.log2(in_size)) - 5), backbone=backbone)
-
-
-def released_name(args: argparse.Namespace, iteration: int | None = None) -> str:
-    """Released naming: ``vtoonify_s[XXX]_d[Y.Y][_c].pt`` (D), ``vtoonify.pt`` (T), ``pretrain.pt``;
-    ``_%05d`` (``-%05d`` for ``pretrain``) before ``.pt`` for an intermediate save at ``iteration``."""
-    if args.pretrain:
-        return "pretrain.pt" if iteration is None else f"pretrain-{iteration:05d}.pt"
-    if args.backbone == "dualstylegan":
-        name = d_checkpoint_name(args.style_id if args.fix_style else None,
-                                 args.style_degree if args.fix_degree else None, color_transfer=not args.fix_color)
-    else:
-        name = "vtoonify.pt"
-    return name if iteration is None else f"{name[:-len('.pt')]}_{iteration:05d}.pt"
 
 
 # ------------------------------------------------------------------------------------------- weights

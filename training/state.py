@@ -21,7 +21,8 @@ import torch
 
 from model.checkpoint import safe_load
 from pipeline.atomic import atomic_output
-from training.setup import TrainingSetupError, released_name
+from pipeline.download import d_checkpoint_name
+from training.setup import TrainingSetupError
 
 if TYPE_CHECKING:
     from training.loop import Trainer
@@ -33,7 +34,17 @@ __all__ = ["RUN_FLAGS", "checkpoint_name", "run_dir", "state_path", "atomic_save
 RUN_FLAGS = ("backbone", "pretrain", "iter", "batch", "lr", "start_iter", "seed", "amp", "adv_loss", "grec_loss",
              "perc_loss", "tmp_loss", "msk_loss", "fix_degree", "fix_style", "fix_color", "style_id", "style_degree", "weight")
 
-checkpoint_name = released_name
+def checkpoint_name(args: argparse.Namespace, iteration: int | None = None) -> str:
+    """Released naming: ``vtoonify_s[XXX]_d[Y.Y][_c].pt`` (D), ``vtoonify.pt`` (T), ``pretrain.pt``;
+    ``_%05d`` (``-%05d`` for ``pretrain``) before ``.pt`` for an intermediate save at ``iteration``."""
+    if args.pretrain:
+        return "pretrain.pt" if iteration is None else f"pretrain-{iteration:05d}.pt"
+    if args.backbone == "dualstylegan":
+        name = d_checkpoint_name(args.style_id if args.fix_style else None,
+                                 args.style_degree if args.fix_degree else None, color_transfer=not args.fix_color)
+    else:
+        name = "vtoonify.pt"
+    return name if iteration is None else f"{name[:-len('.pt')]}_{iteration:05d}.pt"
 
 
 def run_dir(args: argparse.Namespace) -> Path:
