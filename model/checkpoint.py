@@ -31,6 +31,7 @@ __all__ = [
     "build_from_state_dict",
     "infer_generator_config",
     "infer_vtoonify_config",
+    "vtoonify_config",
     "load_vtoonify",
     "load_bisenet",
     "load_stylegan2",
@@ -268,13 +269,15 @@ _BACKBONE_NAMES = {"dualstylegan": "VToonify-D", "toonify": "VToonify-T"}
 def load_vtoonify(path: str | os.PathLike, backbone: str | None = None, device: Any = "cpu") -> nn.Module:
     """Load a released (or trained) VToonify checkpoint, ``{'g_ema': state_dict}`` or a bare state_dict.
 
-    The backbone and all sizes are inferred from the keys; if ``backbone`` is given and disagrees, a
+    The backbone is inferred from the keys, the sizes from the file's ``'config'`` entry where it has one
+    (files written by ``train_vtoonify.py``), else from the keys too; if ``backbone`` is given and disagrees, a
     :class:`CheckpointError` says which backbone the file is for. Returns the model in eval mode with
     gradients disabled, on ``device``.
     """
     from model.vtoonify import VToonify
 
-    sd, _ = extract_state_dict(safe_load(path), source=str(path))
+    obj = safe_load(path)
+    sd, _ = extract_state_dict(obj, source=str(path))
     kind = detect_checkpoint_kind(sd)
     if kind not in ("vtoonify_dualstylegan", "vtoonify_toonify"):
         raise CheckpointError(f"{path}: not a VToonify checkpoint: this file is {_KIND_HINTS.get(kind, 'of an unknown kind')}")
@@ -284,9 +287,40 @@ def load_vtoonify(path: str | os.PathLike, backbone: str | None = None, device: 
             f"{path} is a {_BACKBONE_NAMES[found]} checkpoint (backbone '{found}') but backbone '{backbone}' was requested; "
             f"use --backbone {found}"
         )
-    cfg = infer_vtoonify_config(sd)
+    cfg = vtoonify_config(obj, sd, source=str(path))
     model = build_from_state_dict(lambda: VToonify(**cfg), sd, expected_kind=kind, source=str(path))
     return model.eval().requires_grad_(False).to(device)
+
+
+def vtoonify_config(obj: Any, sd: Mapping[str, torch.Tensor], source: str = "checkpoint") -> dict:
+    """``VToonify``'s constructor arguments for a loaded checkpoint ``obj`` with state_dict ``sd``.
+
+    A file written by ``train_vtoonify.py`` records them under ``'config'``; they are used (and must name
+    only ``VToonify`` arguments, with plain int/str values). What the entry leaves out, or a file without
+    one (the released files), is inferred from the keys and shapes (:func:`infer_vtoonify_config`).
+    """
+    import inspect
+
+    from model.vtoonify import VToonify
+
+    saved = obj.get("config") if isinstance(obj, Mapping) else None
+    if saved is None:
+        return infer_vtoonify_config(sd)
+    allowed = set(inspect.signature(VToonify).parameters)
+    if (not isinstance(saved, Mapping) or not set(saved) <= allowed
+            or not all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in saved.values())):
+        raise CheckpointError(f"{source}: its 'config' entry is not a dict of VToonify arguments ({sorted(allowed)}): {saved!r}")
+    try:
+        inferred = infer_vtoonify_config(sd)
+    except (CheckpointError, KeyError):  # incomplete weights: the strict load names what is missing
+        inferred = {}
+    cfg = {**inferred, **saved}
+    try:
+        with torch.device("meta"):
+            VToonify(**cfg)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: its 'config' entry {dict(saved)} does not describe a VToonify ({e})") from e
+    return cfg
 
 
 def load_bisenet(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:

@@ -42,6 +42,9 @@ from model.stylegan.model import (
 
 __all__ = ["VToonify", "VToonifyResBlock", "Fusion", "ConditionalDiscriminator", "degree_tensor"]
 
+#: The face-parsing logits enter the model divided by this (``concat(image, logits / PARSING_SCALE)``).
+PARSING_SCALE = 16
+
 
 def degree_tensor(d_s, batch: int, like: torch.Tensor) -> torch.Tensor:
     """A style degree (number, 0-d tensor, (B,) or (B, 1) tensor) as a (B, 1) tensor of ``like``'s dtype/device."""

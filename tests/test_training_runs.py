@@ -1,0 +1,292 @@
+"""Training behaviour on the tiny teachers of test_train.py: stage-2 batch synthesis and its ``--fix_*``
+branches, the colour jitter, ``--init_from``, resume checks, the losses CSV on resume, ``--amp`` on CPU and
+the ``config`` entry that trained checkpoints carry."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_vtoonify
+from model.checkpoint import CheckpointError, CheckpointMismatchError, load_vtoonify, safe_load
+from model.dualstylegan import STRUCTURE_ROWS
+from model.fill import fill_module
+from model.vtoonify import PARSING_SCALE, VToonify
+from test_train import args_for, teachers  # noqa: F401  (the session fixture of tiny teachers)
+from training.data import colour_jitter
+from training.setup import TRAINABLE_STAGE2, preflight
+
+# the student architecture the tiny teachers give (see test_train.TEACHER)
+STUDENT = dict(in_size=64, out_size=256, style_channels=512, channel_multiplier=1, channel_max=32, num_res_layers=2)
+
+
+def parse(*argv: str):
+    return train_vtoonify.finalize_args(train_vtoonify.build_parser().parse_args(list(argv)))
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory) -> dict[str, Path]:
+    """"Released" VToonify-D/T files of the student architecture, with fill-rule weights (seeded)."""
+    root = tmp_path_factory.mktemp("released")
+    out = {}
+    for key, backbone, seed in (("d", "dualstylegan", 5), ("t", "toonify", 6)):
+        torch.manual_seed(seed)
+        out[key] = root / f"vtoonify_{key}.pt"
+        torch.save({"g_ema": fill_module(VToonify(**STUDENT, backbone=backbone)).state_dict()}, out[key])
+    torch.save({"g_ema": fill_module(VToonify(**{**STUDENT, "channel_max": 16}, backbone="toonify")).state_dict()},
+               root / "narrow_t.pt")
+    out["narrow_t"] = root / "narrow_t.pt"
+    return out
+
+
+@pytest.fixture(scope="module")
+def trainer_d(teachers, released, tmp_path_factory):  # noqa: F811
+    """A stage-2 VToonify-D trainer (warm-started, so no stage 1 is needed); tests set ``trainer.data.args``."""
+    tmp = tmp_path_factory.mktemp("trainer_d")
+    args = parse(*args_for(teachers, tmp, "dualstylegan", "--init_from", str(released["d"]), "--iter", "10"))
+    return train_vtoonify.Trainer(args, train_vtoonify.Dist("cpu"))
+
+
+def stub_style_encoder(trainer, value: float = 7.0):
+    """Replace E_s (the pSp encoder path) by a constant code, so the rows it supplies are recognisable."""
+    data = trainer.data
+    data.style_codes_of = lambda img: torch.full((img.shape[0], data.n_latent, data.style_channels), value)
+
+
+def with_flags(trainer, **flags):
+    """Point the trainer's batch synthesis at other flag values (the ``--fix_*`` flags off unless given)."""
+    base = dict(fix_style=False, fix_color=False, fix_degree=False, pretrain=False)
+    trainer.data.args = argparse.Namespace(**{**vars(trainer.args), **base, **flags})
+    return trainer.data.args
+
+
+# ------------------------------------------------------------------------------- stage-2 synthesis (D)
+def test_model_input_divides_the_parsing_by_16(trainer_d):
+    data = trainer_d.data
+    img = torch.rand(2, 3, 256, 256) * 2 - 1
+    inp, parsing = data.model_input(img)
+    assert PARSING_SCALE == 16 and inp.shape == (2, 22, 64, 64) and parsing.shape == (2, 19, 128, 128)
+    assert torch.equal(inp[:, :3], data.down(data.down(img)))
+    torch.testing.assert_close(inp[:, 3:] * 16, data.down(parsing))
+
+
+def test_fix_style_and_fix_color_choose_the_style_code(trainer_d):
+    data = trainer_d.data
+    stub_style_encoder(trainer_d)
+    wc = data.sample_content_codes(2)
+    xc = torch.zeros(2, 3, 256, 256)
+    styles, sid = data.styles, 1
+
+    with_flags(trainer_d, fix_style=True, fix_color=True)  # one exemplar's structure, the content's colours
+    d_s, weight, xl, ind = data.stage2_style(wc, xc, first=False)
+    assert ind.tolist() == [sid, sid] and weight[STRUCTURE_ROWS:] == [0.0] * (data.n_latent - STRUCTURE_ROWS)
+    assert torch.equal(xl[:, :STRUCTURE_ROWS], styles[[sid, sid], :STRUCTURE_ROWS])
+    assert torch.equal(xl[:, STRUCTURE_ROWS:], torch.full_like(xl[:, STRUCTURE_ROWS:], 7.0))
+
+    with_flags(trainer_d, fix_style=True)  # colour transfer from a fixed exemplar: its whole code
+    d_s, weight, xl, ind = data.stage2_style(wc, xc, first=False)
+    assert weight[STRUCTURE_ROWS:] == [1.0] * (data.n_latent - STRUCTURE_ROWS) and torch.equal(xl, styles[[sid, sid]])
+
+    with_flags(trainer_d)  # random exemplars: structure rows from them, colour rows from E_s(content)
+    seen = set()
+    for _ in range(12):
+        d_s, weight, xl, ind = data.stage2_style(wc, xc, first=False)
+        seen |= set(ind.tolist())
+        assert torch.equal(xl[:, :STRUCTURE_ROWS], styles[ind, :STRUCTURE_ROWS])
+        assert torch.equal(xl[:, STRUCTURE_ROWS:], torch.full_like(xl[:, STRUCTURE_ROWS:], 7.0))
+        assert weight == [d_s] * STRUCTURE_ROWS + [1.0] * (data.n_latent - STRUCTURE_ROWS)
+    assert seen == {0, 1, 2}
+    # the first iteration always uses --style_id and --style_degree
+    d_s, _, _, ind = data.stage2_style(wc, xc, first=True)
+    assert ind.tolist() == [sid, sid] and d_s == data.args.style_degree
+
+
+def test_fix_degree_and_the_degree_levels(trainer_d):
+    data = trainer_d.data
+    stub_style_encoder(trainer_d)
+    wc, xc = data.sample_content_codes(2), torch.zeros(2, 3, 256, 256)
+    with_flags(trainer_d, fix_style=True, fix_degree=True, style_degree=0.3)
+    for first in (True, False, False):
+        d_s, weight, _, _ = data.stage2_style(wc, xc, first=first)
+        assert d_s == 0.3 and weight[:STRUCTURE_ROWS] == [0.3] * STRUCTURE_ROWS
+    with_flags(trainer_d, fix_style=True, style_degree=0.3)
+    degrees = {data.stage2_style(wc, xc, first=False)[0] for _ in range(60)}
+    assert degrees == {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}
+    # stage 1: 0 for the first quarter of training, then uniform in [0, 1]
+    args = with_flags(trainer_d, pretrain=True)
+    assert {data.sample_degree(i) for i in range(args.iter // 4 + 1)} == {0.0}
+    late = [data.sample_degree(args.iter // 4 + 1) for _ in range(20)]
+    assert all(0 <= d < 1 for d in late) and len(set(late)) == 20
+
+
+def test_colour_jitter_re_renders_the_input(trainer_d, monkeypatch):
+    """From iter/2 on, the content image is re-rendered from a code whose colour rows blend in the previous
+    iteration's; the teacher target keeps the unjittered code. The augmentation is made the identity here."""
+    import model.simple_augment
+
+    data = trainer_d.data
+    stub_style_encoder(trainer_d)
+    with_flags(trainer_d)
+    monkeypatch.setattr(model.simple_augment, "random_apply_affine", lambda x, p: (x, None))
+    rendered = []
+    real_render = type(data).render_content
+
+    outputs = []
+
+    def spy(codes):
+        rendered.append(codes.clone())
+        outputs.append(real_render(data, codes))
+        return outputs[-1]
+
+    monkeypatch.setattr(data, "render_content", spy)
+    prev = data.sample_content_codes(2)
+    data.prev_wc = prev
+    batch = data.stage2_batch(1, 8)  # iteration 8 of 10: r = 1.6
+    wc = rendered[0]
+    assert len(rendered) == 2 and torch.equal(rendered[1], colour_jitter(wc, prev, 8, 10))
+    assert not torch.equal(rendered[1][:, STRUCTURE_ROWS:], wc[:, STRUCTURE_ROWS:])
+    assert torch.equal(batch["x"], outputs[1])  # the input is the jittered rendering
+    assert torch.equal(data.prev_wc, wc)  # kept for the next iteration
+    assert batch["x"].shape == (2, 3, 256, 256) and batch["degree_label"].shape == (2, 1)
+    assert torch.equal(batch["degree_label"], torch.full((2, 1), batch["d_s"]))
+
+
+def test_toonify_style_code(teachers, released, tmp_path):  # noqa: F811
+    args = parse(*args_for(teachers, tmp_path, "toonify", "--init_from", str(released["t"]), "--pretrain"))
+    trainer = train_vtoonify.Trainer(args, train_vtoonify.Dist("cpu"))
+    trainer.args.pretrain = trainer.data.args.pretrain = False
+    stub_style_encoder(trainer, 3.0)
+    wc = trainer.data.sample_content_codes(2)
+    d_s, weight, xl, ind = trainer.data.stage2_style(wc, torch.zeros(2, 3, 256, 256), first=True)
+    assert d_s is None and weight is None and ind is None
+    assert torch.equal(xl[:, :STRUCTURE_ROWS], 0.5 * wc[:, :STRUCTURE_ROWS])  # the truncation on the structure rows
+    assert torch.equal(xl[:, STRUCTURE_ROWS:], torch.full_like(xl[:, STRUCTURE_ROWS:], 3.0))
+
+
+# -------------------------------------------------------------------------------------- --init_from
+def test_init_from_warm_starts_encoder_and_fusion(trainer_d, released, teachers):  # noqa: F811
+    file = safe_load(released["d"])["g_ema"]
+    for model in (trainer_d.generator, trainer_d.g_ema):
+        own = model.state_dict()
+        for k, v in own.items():
+            part = k.split(".")[0]
+            if part in TRAINABLE_STAGE2:
+                assert torch.equal(v, file[k]), k
+    # the frozen generator is the teacher's, not the released file's
+    teacher = safe_load(teachers["root"] / "generator.pt")["g_ema"]
+    own = trainer_d.generator.state_dict()
+    assert all(torch.equal(own[f"generator.{k}"], v) for k, v in teacher.items())
+    assert not torch.equal(own["generator.generator.conv1.conv.weight"], file["generator.generator.conv1.conv.weight"])
+
+
+def test_init_from_needs_no_stage_1_result(teachers, released, tmp_path):  # noqa: F811
+    preflight(parse(*args_for(teachers, tmp_path, "toonify", "--init_from", str(released["t"]))))
+    with pytest.raises(train_vtoonify.TrainingSetupError, match="--encoder_path"):
+        preflight(parse(*args_for(teachers, tmp_path, "toonify")))
+
+
+@pytest.mark.parametrize("which,message", [
+    ("d", "a VToonify-D checkpoint, but this run trains VToonify-T"),
+    ("narrow_t", "architecture mismatch: encoder.0.2.weight is (16, 32, 3, 3) in the file, (32, 32, 3, 3) in the student"),
+    ("pretrain", "not a VToonify checkpoint (found a vtoonify_encoder state_dict) (a stage-1 result goes to --encoder_path)"),
+])
+def test_init_from_mismatch_is_one_line(teachers, released, tmp_path, capsys, which, message):  # noqa: F811
+    path = released.get(which)
+    if which == "pretrain":
+        path = tmp_path / "pretrain.pt"
+        torch.save({"g_ema": fill_module(VToonify(**STUDENT, backbone="toonify")).encoder.state_dict()}, path)
+    assert train_vtoonify.main(args_for(teachers, tmp_path, "toonify", "--init_from", str(path), "--iter", "1")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "checkpoint" / "run" / "vtoonify.pt").exists()
+
+
+# ------------------------------------------------------------------------------------------- resume
+@pytest.fixture(scope="module")
+def stage1_runs(teachers, tmp_path_factory):  # noqa: F811
+    """Stage-1 VToonify-T runs of 4 iterations: straight, killed after 3 with states every 2, and with --amp bf16."""
+    root = tmp_path_factory.mktemp("stage1")
+    common = ("--pretrain", "--iter", "4", "--state_every", "2")
+    runs = {"straight": root / "straight", "killed": root / "killed", "amp": root / "amp"}
+    assert train_vtoonify.main(args_for(teachers, runs["straight"], "toonify", *common)) == 0
+    assert train_vtoonify.main(args_for(teachers, runs["amp"], "toonify", *common, "--amp", "bf16")) == 0
+    assert train_vtoonify.main(args_for(teachers, runs["killed"], "toonify", *common, "--stop_at", "3")) == 0
+    rows_at_kill = (runs["killed"] / "log" / "run" / "pretrain_losses.csv").read_text().splitlines()
+    assert train_vtoonify.main(args_for(teachers, runs["killed"], "toonify", *common, "--resume")) == 0
+    return {**runs, "rows_at_kill": rows_at_kill, "common": common}
+
+
+def test_resume_rewrites_the_rows_logged_after_the_last_state(stage1_runs):
+    """The kill came one iteration after the last state save: that row is logged again, not twice."""
+    assert len(stage1_runs["rows_at_kill"]) == 1 + 3
+    csv = lambda run: (stage1_runs[run] / "log" / "run" / "pretrain_losses.csv").read_text().splitlines()  # noqa: E731
+    assert csv("killed") == csv("straight") and len(csv("straight")) == 1 + 4
+    a = safe_load(stage1_runs["straight"] / "checkpoint" / "run" / "pretrain.pt")["g_ema"]
+    b = safe_load(stage1_runs["killed"] / "checkpoint" / "run" / "pretrain.pt")["g_ema"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_amp_is_full_precision_on_cpu(stage1_runs):
+    """``--amp`` is mixed precision on CUDA only: on the CPU a bf16 run equals a full-precision one bit for bit."""
+    read = lambda run: (stage1_runs[run] / "log" / "run" / "pretrain_losses.csv").read_text()  # noqa: E731
+    assert read("amp") == read("straight")
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("--batch", "1"), "was saved by a run with --batch 2 (now 1); resume with the same flags"),
+    (("--seed", "3", "--lr", "0.01"), "--lr 0.0001 (now 0.01), --seed 0 (now 3)"),
+    (("--weight", *["0.5"] * 18), "--weight 1.0 1.0"),
+])
+def test_resume_with_other_flags_is_one_line(teachers, stage1_runs, capsys, extra, message):  # noqa: F811
+    argv = args_for(teachers, stage1_runs["straight"], "toonify", *stage1_runs["common"], *extra, "--resume")
+    assert train_vtoonify.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_resume_other_backbone_or_world_size_is_one_line(teachers, stage1_runs, tmp_path, capsys):  # noqa: F811
+    state = stage1_runs["straight"] / "checkpoint" / "run" / "pretrain_state.pt"
+    argv = args_for(teachers, tmp_path, "dualstylegan", *stage1_runs["common"], "--resume", str(state))
+    assert train_vtoonify.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a toonify pretrain state, not dualstylegan pretrain" in err, err
+    saved = safe_load(state)
+    saved["world_size"] = 2
+    torch.save(saved, tmp_path / "state.pt")
+    argv = args_for(teachers, tmp_path, "toonify", *stage1_runs["common"], "--resume", str(tmp_path / "state.pt"))
+    assert train_vtoonify.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was saved by 2 processes; resume with the same number" in err, err
+    assert train_vtoonify.main(args_for(teachers, tmp_path, "toonify", "--pretrain", "--resume", str(tmp_path / "nope.pt"))) == 1
+    assert "--resume: no training state at" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the 'config' entry
+def tiny_t(**over) -> tuple[VToonify, dict]:
+    cfg = dict(in_size=64, out_size=256, style_channels=64, num_mlps=2, channel_multiplier=1, num_res_layers=2,
+               backbone="toonify", channel_max=16, **over)
+    torch.manual_seed(0)
+    return fill_module(VToonify(**cfg)), cfg
+
+
+def test_loader_builds_from_the_config_entry(tmp_path):
+    model, cfg = tiny_t()
+    sd = model.state_dict()
+    torch.save({"g_ema": sd, "config": cfg}, tmp_path / "ok.pt")
+    loaded = load_vtoonify(tmp_path / "ok.pt")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in sd.items())
+    # weights with a tensor missing: the config still builds the model, and the error names the tensor
+    torch.save({"g_ema": {k: v for k, v in sd.items() if k != "encoder.5.weight"}, "config": cfg}, tmp_path / "cut.pt")
+    with pytest.raises(CheckpointMismatchError, match=r"missing keys \(1\): encoder\.5\.weight"):
+        load_vtoonify(tmp_path / "cut.pt")
+    # a config that disagrees with the weights
+    torch.save({"g_ema": sd, "config": {**cfg, "channel_max": 32}}, tmp_path / "wide.pt")
+    with pytest.raises(CheckpointMismatchError, match="shape mismatches"):
+        load_vtoonify(tmp_path / "wide.pt")
+    # a config that is not a set of VToonify arguments
+    for bad in ({**cfg, "depth": 3}, {**cfg, "in_size": 2.5}, {**cfg, "in_size": 48}):
+        torch.save({"g_ema": sd, "config": bad}, tmp_path / "bad.pt")
+        with pytest.raises(CheckpointError, match="'config' entry"):
+            load_vtoonify(tmp_path / "bad.pt")
