@@ -66,24 +66,30 @@ def _require_files(args: argparse.Namespace) -> None:
         needed.append(args.exstyle_path or os.path.join(os.path.dirname(args.ckpt), "exstyle_code.npy"))
     for path in needed:
         if not os.path.isfile(path):
-            from pipeline.download import guess_style_from_path, missing_file_message
+            from pipeline.download_hints import missing_file_message
+            from pipeline.errors import MissingFileError
+            from pipeline.released import guess_style_from_path
 
             style = (guess_style_from_path(args.ckpt) or (None, None))[1]
-            raise FileNotFoundError(missing_file_message(path, backbone=args.backbone, style=style))
+            raise MissingFileError(missing_file_message(path, backbone=args.backbone, style=style))
 
 
 def _run(args: argparse.Namespace) -> list[Path]:
     import cv2
 
+    from pipeline.errors import InputError, MissingFileError, OptionError
+    from pipeline.results import output_paths
+    from pipeline.sharding import world_size
     from pipeline.stylize import VToonifyPipeline, atomic_imwrite
 
     if not os.path.exists(args.content):
-        raise FileNotFoundError(f"content not found: {args.content}")
+        raise MissingFileError(f"content not found: {args.content}")
     _require_files(args)
     device = "cpu" if args.cpu else args.device
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    world = world_size()
+    if world > 1:
         if not args.video:
-            raise ValueError("running under torchrun splits a video across processes; add --video (images need one process)")
+            raise OptionError("running under torchrun splits a video across processes; add --video (images need one process)")
         import torch
 
         if device in ("auto", "cuda") and torch.cuda.is_available():
@@ -96,68 +102,49 @@ def _run(args: argparse.Namespace) -> list[Path]:
     if pipe.backbone == "dualstylegan":
         pipe.exstyle(args.style_id)  # validates --style_id before any work
     os.makedirs(args.output_path, exist_ok=True)
-    basename = os.path.basename(args.content).split(".")[0]
-    suffix = "d" if pipe.backbone == "dualstylegan" else "t"
+    basename = _output_name(args.content)
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.video and world > 1:
-        return _run_sharded(args, pipe, basename)
     if args.video:
-        result = pipe.stylize_video(args.content, args.output_path, style_id=args.style_id, style_degree=args.style_degree,
-                                    color_transfer=args.color_transfer, scale_image=args.scale_image, padding=args.padding,
-                                    batch_size=args.batch_size, track=args.track, smooth_parsing=args.smooth_parsing,
-                                    parsing_map_path=args.parsing_map_path, progress=not args.no_progress, name=basename)
-        return [result.input_path, result.output_path]
+        options = dict(style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
+                       scale_image=args.scale_image, padding=args.padding, batch_size=args.batch_size, track=args.track,
+                       smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path)
+        if world > 1:  # one contiguous frame range per torchrun process, joined losslessly by rank 0
+            from pipeline.sharding import run_under_torchrun
+
+            result = run_under_torchrun(pipe, args.content, args.output_path, basename, progress=not args.no_progress,
+                                        **options)
+        else:
+            result = pipe.stylize_video(args.content, args.output_path, progress=not args.no_progress, name=basename,
+                                        **options)
+        return [result.input_path, result.output_path] if result is not None else []
 
     bgr = cv2.imread(args.content)
     if bgr is None:
-        raise ValueError(f"cannot read {args.content} as an image (use --video for videos)")
+        raise InputError(f"cannot read {args.content} as an image (use --video for videos)")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     result = pipe.stylize_image(rgb, style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
                                 scale_image=args.scale_image, padding=args.padding)
-    paths = [Path(args.output_path) / f"{basename}_input.jpg", Path(args.output_path) / f"{basename}_vtoonify_{suffix}.jpg"]
+    paths = list(output_paths(args.output_path, basename, pipe.backbone, ".jpg"))
     atomic_imwrite(paths[0], result.input)
     atomic_imwrite(paths[1], result.output)
     return paths
 
 
-def _run_sharded(args: argparse.Namespace, pipe, basename: str) -> list[Path]:
-    """One contiguous frame range per torchrun process, joined losslessly (with the audio) by rank 0."""
-    import torch
-    import torch.distributed as dist
+def _output_name(content: str) -> str:
+    """The name the outputs of ``content`` start with: the file name up to its first dot (as the original)."""
+    return os.path.basename(content).split(".")[0]
 
-    from pipeline.stylize import stylize_video_sharded
 
-    dist.init_process_group("gloo", init_method="env://")  # only for the barrier / success vote
-    try:
-        def all_ok(ok: bool) -> bool:
-            flag = torch.tensor([1 if ok else 0])
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            return bool(flag.item())
-
-        result = stylize_video_sharded(
-            pipe, args.content, args.output_path, dist.get_rank(), dist.get_world_size(), all_ok, name=basename,
-            style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
-            scale_image=args.scale_image, padding=args.padding, batch_size=args.batch_size, track=args.track,
-            smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path,
-            progress=not args.no_progress and dist.get_rank() == 0)
-        return [result.input_path, result.output_path] if result is not None else []
-    finally:
-        dist.destroy_process_group()
+def _report(paths: list[Path]) -> None:
+    for path in paths:
+        print(f"saved {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.stylize import USER_ERRORS
+    from pipeline.cli import run_cli
 
-    try:
-        paths = _run(args)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    for path in paths:
-        print(f"saved {path}")
-    return 0
+    return run_cli(lambda: _run(args), _report)
 
 
 if __name__ == "__main__":
