@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from pipeline.errors import USER_ERRORS, InputError, OptionError
-from pipeline.released import BACKBONE_FILES, DEFAULT_STYLE, model_folder
+from pipeline.options import RANGES
+from pipeline.released import BACKBONE_FILES, DEFAULT_STYLE, SHARED_FILES, files_for, model_folder
 from pipeline.samples import sample_photo, synthesize_test_video
 from pipeline.styles import StyleCodeError
 from pipeline.stylize import NoFaceError, VToonifyPipeline, resolve_device, tensor_to_frames
@@ -559,7 +560,8 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
                                          buttons=[], show_label=False, scale=0, min_width=THUMBNAIL_SIZE,
                                          elem_id="style-thumbnail")
                     style_note = gr.Markdown(elem_id="style-note")
-                degree = gr.Slider(0, 1, value=0.5, step=0.05, label="Style degree",
+                degree = gr.Slider(RANGES["style_degree"].low, RANGES["style_degree"].high, value=0.5, step=0.05,
+                                   label="Style degree",
                                    info="0: the face as it is ... 1: the full style", elem_id="style-degree")
                 color_transfer = gr.Checkbox(False, label="Colour transfer", elem_id="color-transfer",
                                              info="use the exemplar's colours too (what the vtoonify_s_d_c.pt models are trained for)")
@@ -629,7 +631,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_loaded_models", type=int, default=2, help="models kept in memory at once (default: 2)")
     p.add_argument("--share", action="store_true",
                    help="also publish the page through a temporary public gradio.live link (default: off)")
+    p.add_argument("--no_download", action="store_true",
+                   help="never download the default model when the checkpoint folder has none (also: VTOONIFY_NO_DOWNLOAD=1)")
     return p
+
+
+def fetch_default_model(args: argparse.Namespace) -> list[Path]:
+    """First run: download the default model (VToonify-D cartoon) and the helper networks into ``--ckpt_dir``
+    when it has no model and none is given with ``--ckpt``, and the helpers when they are missing at their
+    default paths (see :mod:`pipeline.first_run`). Paths given with ``--ckpt`` and the ``--*_path`` options
+    are never replaced."""
+    from pipeline.first_run import fetch_missing_defaults
+
+    root = Path(args.ckpt_dir)
+    defaults = []
+    if args.style_encoder_path is None:
+        defaults.append(root / "encoder.pt")
+    if args.faceparsing_path is None:
+        defaults.append(root / "faceparsing.pth")
+    if not args.ckpt and not discover_models(root):
+        defaults += [root / rel for rel in files_for() if rel not in SHARED_FILES]
+    return fetch_missing_defaults(defaults, root, no_download=args.no_download)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -639,6 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.download_hints import missing_file_message
 
     try:
+        fetch_default_model(args)
         config = AppConfig.from_checkpoint_dir(
             args.ckpt_dir, args.ckpt, args.style_encoder_path, args.faceparsing_path, device=args.device,
             dtype=args.dtype, max_video_seconds=args.max_video_seconds or None, max_video_frames=args.max_video_frames,

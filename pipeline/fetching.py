@@ -21,7 +21,7 @@ from pipeline.download_hints import manual_download_url, selection_of_request
 from pipeline.errors import OptionError
 from pipeline.released import CHECKPOINT_DIR, DEFAULT_REPO, REMOTE_DIR
 
-__all__ = ["DownloadError", "Downloader", "fetch", "hub_download"]
+__all__ = ["DownloadError", "Downloader", "check_hub_reachable", "fetch", "hub_download", "remote_sizes"]
 
 #: ``downloader(repo_id, filename, *, revision=..., local_dir=...) -> path of the downloaded file``;
 #: :func:`huggingface_hub.hf_hub_download` has this signature.
@@ -51,6 +51,9 @@ def hub_download(repo_id: str, filename: str, *, revision: str | None, local_dir
             "Downloading checkpoints needs the huggingface_hub package: pip install huggingface_hub"
         ) from e
     return hf_hub_download(repo_id, filename=filename, revision=revision, local_dir=local_dir)
+
+
+_REAL_HUB_DOWNLOAD = hub_download
 
 
 def _failure_types() -> tuple[type[Exception], ...]:
@@ -155,6 +158,7 @@ def fetch(
     dest = Path(dest)
     rels = [_checked_relpath(rel) for rel in relpaths]
     download = downloader or hub_download
+    resolve_first = download is _REAL_HUB_DOWNLOAD  # fail fast when offline, see check_hub_reachable
     errors = _failure_types()
     paths: list[Path] = []
     with nullcontext() if progress else _hub_progress_bars_disabled():
@@ -167,6 +171,12 @@ def fetch(
                 continue
             if progress:
                 print(f"fetching  {REMOTE_DIR}/{rel} -> {target}", file=sys.stderr)
+            if resolve_first:
+                try:
+                    check_hub_reachable()
+                except OSError as e:
+                    raise _download_error(rel, rels, dest, repo_id, revision, e) from None
+                resolve_first = False
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as staging, \
                     atomic_output(target) as tmp:
@@ -176,3 +186,34 @@ def fetch(
                     raise _download_error(rel, rels, dest, repo_id, revision, e) from e
                 _move_to(Path(downloaded), Path(staging), tmp)
     return paths
+
+
+def remote_sizes(rels: Iterable[str], repo_id: str = DEFAULT_REPO, revision: str | None = None) -> dict[str, int]:
+    """Sizes in bytes of ``models/<rel>`` on the hub, as far as they can be learnt (empty when offline)."""
+    try:
+        check_hub_reachable()
+        from huggingface_hub import HfApi
+
+        infos = HfApi().get_paths_info(repo_id, [f"{REMOTE_DIR}/{rel}" for rel in rels], revision=revision)
+    except Exception:  # noqa: BLE001 - the size is only for the notice; the download reports real failures
+        return {}
+    return {info.path[len(REMOTE_DIR) + 1:]: info.size for info in infos if getattr(info, "size", None) is not None}
+
+
+def check_hub_reachable() -> None:
+    """Raise ``socket.gaierror`` at once when the hub's host name does not resolve (no network, no DNS).
+
+    huggingface_hub retries connection errors for tens of seconds; a name that does not resolve will not
+    start resolving during those retries. Skipped in huggingface_hub's offline mode (``HF_HUB_OFFLINE``),
+    which fails at once by itself.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except socket.gaierror as e:
+        raise socket.gaierror(e.errno, f"cannot resolve {host} ({e.strerror}): no network connection?") from None

@@ -48,6 +48,7 @@ from pipeline.faces import (
     landmarks_in_crop,
     select_face,
 )
+from pipeline.options import check, check_all
 from pipeline.overlap import BackgroundWorker, Prefetcher
 from pipeline.results import ImageResult, VideoResult, output_paths
 from pipeline.sharding import shard_range, stylize_video_sharded
@@ -114,6 +115,34 @@ def atomic_imwrite(path: str | os.PathLike, rgb: np.ndarray) -> None:
     with atomic_output(path) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
             raise OSError(f"could not write {path}")
+
+
+def _check_options(style_degree: float | None, padding: Sequence[int], max_side: int | None) -> None:
+    """The ranges of :data:`pipeline.options.RANGES`, as the command line checks them."""
+    if style_degree is not None:
+        check("style_degree", style_degree)
+    if len(padding) != 4:
+        raise OptionError(f"padding must be four numbers (left, right, top, bottom), got {list(padding)}")
+    check_all("padding", padding)
+    if max_side is not None:
+        check("max_side", max_side)
+
+
+def _fitted_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """``(h, w)`` shrunk so that the longer side is at most ``max_side`` (unchanged when it already is)."""
+    h, w = size
+    if max_side is None or max(h, w) <= max_side:
+        return h, w
+    scale = max_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _fit_side(frame: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``frame`` area-resized to :func:`_fitted_size` (the same array when it already fits)."""
+    h, w = _fitted_size(frame.shape[:2], max_side)
+    if (h, w) == frame.shape[:2]:
+        return frame
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def _pad_to_multiple(frame: np.ndarray, m: int = 8) -> np.ndarray:
@@ -302,15 +331,31 @@ class VToonifyPipeline:
 
     # ------------------------------------------------------------------------------------------- image
     def stylize_image(self, image: np.ndarray, style_id: int = 26, style_degree: float = 0.5, color_transfer: bool = False,
-                      scale_image: bool = False, padding: Sequence[int] = DEFAULT_PADDING) -> ImageResult:
-        """Stylise one RGB uint8 image."""
+                      scale_image: bool = False, padding: Sequence[int] = DEFAULT_PADDING,
+                      max_side: int | None = None) -> ImageResult:
+        """Stylise one RGB uint8 image.
+
+        ``max_side`` shrinks the (cropped) input so that its longer side is at most that many pixels. The
+        memory the stylisation needs is estimated before any work (:func:`pipeline.memory.check_memory`):
+        an input too large for this machine is refused with the estimate and the options that fix it.
+        """
+        _check_options(style_degree, padding, max_side)
+        if not scale_image:
+            self._check_memory(_fitted_size(image.shape[:2], max_side), 1)
         face = select_face(self.detector.detect(image))
         if face is None:
             raise NoFaceError("no face found in the image")
         params = crop_parameters(image, face.landmarks, padding) if scale_image else None
         frame = apply_crop(image, params) if params else image
         style = self.style_code(frame, style_id, color_transfer, landmarks_in_crop(face.landmarks, image, params))
+        frame = _fit_side(frame, max_side)
+        self._check_memory(frame.shape[:2], 1)
         return ImageResult(frame, self.stylize_frames([frame], style, style_degree)[0], params)
+
+    def _check_memory(self, size: tuple[int, int], batch: int) -> None:
+        from pipeline.memory import check_memory
+
+        check_memory(size, self.backbone, batch, self.device, self.dtype)
 
     # ------------------------------------------------------------------------------------------- video
     def find_first_face(self, path: str | os.PathLike, padding: Sequence[int], scale_image: bool):
@@ -342,6 +387,7 @@ class VToonifyPipeline:
         name: str | None = None,
         frame_range: tuple[int, int] | None = None,
         overlap: bool = True,
+        max_side: int | None = None,
     ) -> VideoResult:
         """Stylise a video; writes ``<name>_input.mp4`` and ``<name>_vtoonify_<d|t>.mp4`` (with audio).
 
@@ -350,13 +396,16 @@ class VToonifyPipeline:
         ``frame_range=(start, stop)`` stylises only those frames into silent segment files (no B-frames) named
         ``<name>_input.seg<start>.mp4`` / ``<name>_vtoonify_<d|t>.seg<start>.mp4``, for
         :func:`stylize_video_sharded` to join; crop and style code still come from the first face of the video.
+        ``max_side`` shrinks the cropped frames so that their longer side is at most that many pixels; the
+        memory is checked before any frame is stylised, as in :meth:`stylize_image`.
         ``overlap`` decodes (and crops) ahead and encodes behind in two threads while the model runs
         (:mod:`pipeline.overlap`); the output is the same either way.
         """
         from tqdm.auto import tqdm
 
+        check("style_degree", style_degree)
         plan = self._plan_video(path, output_dir, style_id, color_transfer, scale_image, padding, batch_size, track,
-                                smooth_parsing, parsing_map_path, name, frame_range)
+                                smooth_parsing, parsing_map_path, name, frame_range, max_side)
         h, w = plan.size
         with VideoReader(path) as reader, \
                 VideoWriter(plan.in_path, plan.info.fps, w, h, **plan.writer_options) as w_in, \
@@ -377,13 +426,21 @@ class VToonifyPipeline:
         return VideoResult(plan.in_path, plan.out_path, batcher.written, float(plan.info.fps), plan.first, plan.params)
 
     def _plan_video(self, path, output_dir, style_id, color_transfer, scale_image, padding, batch_size, track,
-                    smooth_parsing, parsing_map_path, name, frame_range) -> _VideoPlan:
+                    smooth_parsing, parsing_map_path, name, frame_range, max_side) -> _VideoPlan:
         """Everything :meth:`stylize_video` decides before reading frames: first face, crop, style code,
         tracker, parsing maps or smoother, output paths and frame range (checked against each other)."""
+        _check_options(style_degree=None, padding=padding, max_side=max_side)
+        if batch_size is not None:
+            check("batch_size", batch_size)
+        check("smooth_parsing", smooth_parsing)
         info = probe(path)
         batch_size = batch_size or (4 if self.device.type == "cuda" else 1)
+        if not scale_image:
+            self._check_memory(_fitted_size((info.height, info.width), max_side), batch_size)
         first, params, first_crop, first_lm = self.find_first_face(path, padding, scale_image)
         style = self.style_code(first_crop, style_id, color_transfer, first_lm)
+        first_crop = _fit_side(first_crop, max_side)
+        self._check_memory(first_crop.shape[:2], batch_size)
         tracker = FaceTracker(params, self.detector) if (track and params is not None) else None
         maps = _load_parsing_maps(parsing_map_path) if parsing_map_path else None
         smoother = None
@@ -406,7 +463,7 @@ class VToonifyPipeline:
             in_path, out_path = (p.with_name(f"{p.stem}.seg{start:08d}.mp4") for p in (in_path, out_path))
             writer_options = {"codec_options": SEGMENT_CODEC_OPTIONS}
         return _VideoPlan(path, info, first, params, style, tracker, maps, parsing_map_path, smoother, (h, w),
-                          in_path, out_path, start, stop, writer_options, batch_size)
+                          in_path, out_path, start, stop, writer_options, batch_size, max_side)
 
 
 @dataclass
@@ -429,6 +486,7 @@ class _VideoPlan:
     stop: int | None
     writer_options: dict
     batch_size: int
+    max_side: int | None = None
 
     @property
     def total(self) -> int:
@@ -451,6 +509,7 @@ class _VideoPlan:
                 crop = apply_crop(frame, self.tracker.update(frame))
             else:
                 crop = apply_crop(frame, self.params)
+            crop = _fit_side(crop, self.max_side)
             if crop.shape[:2] != (h, w):
                 raise VideoError(f"{self.path}: frame {index} is {crop.shape[1]}x{crop.shape[0]}, expected {w}x{h}")
             yield index, crop
