@@ -116,6 +116,7 @@ def _run(args: argparse.Namespace) -> list[Path]:
     if os.path.exists(args.output_path) and not os.path.isdir(args.output_path):
         raise OptionError(f"--output_path {args.output_path} is a file; give the folder for the results "
                           "(it is created if it does not exist)")
+    rgb = None if args.video else read_image_file(args.content)  # a damaged photo stops before any model loads
     _require_files(args)
     device = "cpu" if args.cpu else args.device
     world = world_size()
@@ -151,7 +152,6 @@ def _run(args: argparse.Namespace) -> list[Path]:
                                         **options)
         return [result.input_path, result.output_path] if result is not None else []
 
-    rgb = read_image_file(args.content)
     result = pipe.stylize_image(rgb, style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
                                 scale_image=args.scale_image, padding=args.padding, max_side=args.max_side)
     paths = list(output_paths(args.output_path, basename, pipe.backbone, ".jpg"))

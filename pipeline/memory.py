@@ -18,14 +18,20 @@ import torch
 
 from model.errors import UserError
 
-__all__ = ["BYTES_PER_PIXEL", "MAX_MEMORY_ENV", "MemoryLimitError", "available_bytes", "check_memory",
-           "estimate_bytes", "largest_side"]
+__all__ = ["BYTES_PER_PIXEL", "FIXED_BYTES", "MAX_MEMORY_ENV", "MemoryLimitError", "available_bytes", "check_memory",
+           "estimate_bytes", "largest_side", "width_scale"]
 
 #: Working memory per input pixel of one frame in float32, with the released network sizes (VToonify
-#: forward plus BiSeNet at 2x), measured as the growth of the peak RSS of one forward on CPU at 256x256 and
-#: 512x384 (the per-pixel part; the rest is the loaded networks, which are already in memory when the
-#: check runs). Half precision halves the activations.
-BYTES_PER_PIXEL = {"dualstylegan": 16_000, "toonify": 16_000}
+#: forward plus BiSeNet at 2x): the slope of the growth of the peak RSS of one CPU forward over the loaded
+#: networks, measured at 128x128, 256x256 and 384x256 (VToonify-D: 252, 655 and 950 MiB, i.e. 8.9 kB per
+#: pixel plus about 110 MiB), rounded up. Half precision halves the activations.
+BYTES_PER_PIXEL = {"dualstylegan": 9_000, "toonify": 9_000}
+#: Parameters of the released VToonify models. A model of other widths (the tests' tiny ones) scales the
+#: per-pixel memory by ``sqrt(its parameters / these)``: activations grow with the channel width,
+#: parameters with its square (:func:`width_scale`).
+RELEASED_PARAMETERS = {"dualstylegan": 163_812_547, "toonify": 78_828_991}
+#: The part that does not grow with the frame (allocator and library work buffers), rounded up.
+FIXED_BYTES = 128 * 2**20
 MAX_MEMORY_ENV = "VTOONIFY_MAX_MEMORY"
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -34,13 +40,21 @@ class MemoryLimitError(UserError, MemoryError):
     """The requested size needs more memory than the machine has; the message says how to make it fit."""
 
 
-def estimate_bytes(size: tuple[int, int], backbone: str, batch: int = 1, dtype: torch.dtype = torch.float32) -> int:
-    """Working memory (bytes) of stylising ``batch`` frames of ``size`` = (h, w), padded to multiples of 8."""
+def width_scale(model: torch.nn.Module, backbone: str) -> float:
+    """How much narrower ``model`` is than the released model of ``backbone`` (1 for the released size)."""
+    params = sum(p.numel() for p in model.parameters())
+    return min(1.0, math.sqrt(params / RELEASED_PARAMETERS.get(backbone, params or 1)))
+
+
+def estimate_bytes(size: tuple[int, int], backbone: str, batch: int = 1, dtype: torch.dtype = torch.float32,
+                   scale: float = 1.0) -> int:
+    """Working memory (bytes) of stylising ``batch`` frames of ``size`` = (h, w), padded to multiples of 8,
+    with a model ``scale`` times as wide as the released one (:func:`width_scale`)."""
     h, w = (-(-side // 8) * 8 for side in size)
-    per_pixel = BYTES_PER_PIXEL.get(backbone, max(BYTES_PER_PIXEL.values()))
+    per_pixel = BYTES_PER_PIXEL.get(backbone, max(BYTES_PER_PIXEL.values())) * scale
     if dtype in (torch.float16, torch.bfloat16):
         per_pixel //= 2
-    return batch * h * w * per_pixel
+    return int(FIXED_BYTES + batch * h * w * per_pixel)
 
 
 def _parse_bytes(text: str) -> int:
@@ -70,30 +84,33 @@ def available_bytes(device: torch.device | str = "cpu") -> int | None:
 
 
 def largest_side(size: tuple[int, int], backbone: str, batch: int, limit: int,
-                 dtype: torch.dtype = torch.float32) -> int:
+                 dtype: torch.dtype = torch.float32, scale: float = 1.0) -> int:
     """The longest side to which ``size`` can be shrunk (keeping its aspect ratio) to fit in ``limit`` bytes."""
     h, w = size
-    side = max(h, w)
-    scale = math.sqrt(limit / max(estimate_bytes(size, backbone, batch, dtype), 1))
-    side = max(8, int(side * scale) // 8 * 8)
-    while side > 8 and estimate_bytes((max(1, h * side // max(h, w)), max(1, w * side // max(h, w))), backbone,
-                                      batch, dtype) > limit:
+    longest = max(h, w)
+
+    def need(side: int) -> int:
+        return estimate_bytes((max(1, h * side // longest), max(1, w * side // longest)), backbone, batch, dtype, scale)
+
+    ratio = math.sqrt(max(limit - FIXED_BYTES, 0) / max(need(longest) - FIXED_BYTES, 1))
+    side = max(8, int(longest * ratio) // 8 * 8)
+    while side > 8 and need(side) > limit:
         side -= 8
     return side
 
 
 def check_memory(size: tuple[int, int], backbone: str, batch: int = 1, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, scale: float = 1.0) -> None:
     """Raise :class:`MemoryLimitError` if stylising ``batch`` frames of ``size`` = (h, w) would not fit."""
     limit = available_bytes(device)
     if limit is None:
         return
-    need = estimate_bytes(size, backbone, batch, dtype)
+    need = estimate_bytes(size, backbone, batch, dtype, scale)
     if need <= limit:
         return
     h, w = size
     gib = 2**30
-    fit = largest_side(size, backbone, batch, limit, dtype)
+    fit = largest_side(size, backbone, batch, limit, dtype, scale)
     raise MemoryLimitError(
         f"a {w}x{h} input needs about {need / gib:.1f} GiB to stylise{f' ({batch} frames per batch)' if batch > 1 else ''}"
         f" (its result is {4 * w}x{4 * h}), but {limit / gib:.1f} GiB are available; use --scale_image to crop "

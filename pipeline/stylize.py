@@ -221,6 +221,7 @@ class VToonifyPipeline:
         self.dtype = resolve_dtype(dtype, self.device)
         self.vtoonify = load_vtoonify(ckpt, backbone=backbone, device=self.device).to(dtype=self.dtype)
         self.backbone = self.vtoonify.backbone
+        self._width_scale: float | None = None  # see pipeline.memory.width_scale
         self.compile = compile
         self._eager_step = self._step = _VToonifyStep(self.vtoonify)
         if compile is not None:
@@ -353,9 +354,11 @@ class VToonifyPipeline:
         return ImageResult(frame, self.stylize_frames([frame], style, style_degree)[0], params)
 
     def _check_memory(self, size: tuple[int, int], batch: int) -> None:
-        from pipeline.memory import check_memory
+        from pipeline.memory import check_memory, width_scale
 
-        check_memory(size, self.backbone, batch, self.device, self.dtype)
+        if getattr(self, "_width_scale", None) is None:
+            self._width_scale = width_scale(self.vtoonify, self.backbone)
+        check_memory(size, self.backbone, batch, self.device, self.dtype, self._width_scale)
 
     # ------------------------------------------------------------------------------------------- video
     def find_first_face(self, path: str | os.PathLike, padding: Sequence[int], scale_image: bool):
@@ -415,13 +418,13 @@ class VToonifyPipeline:
                  else nullcontext(plan.crops(reader))) as frames, \
                 (BackgroundWorker(depth=4 * plan.batch_size) if overlap else _InlineWorker()) as encoder:
 
-            def emit(crop: np.ndarray, out: np.ndarray) -> None:
-                encoder.submit(_write_pair, w_in, w_out, crop, out)
+            def emit(crop: np.ndarray, out: np.ndarray, time: float | None) -> None:
+                encoder.submit(_write_pair, w_in, w_out, crop, out, time)
                 bar.update(1)
 
             batcher = _FrameBatcher(self, plan, style_degree, emit)
-            for index, crop in frames:
-                batcher.add(index, crop)
+            for index, crop, time in frames:
+                batcher.add(index, crop, time)
             batcher.finish()
         return VideoResult(plan.in_path, plan.out_path, batcher.written, float(plan.info.fps), plan.first, plan.params)
 
@@ -455,7 +458,7 @@ class VToonifyPipeline:
         output_dir.mkdir(parents=True, exist_ok=True)
         in_path, out_path = output_paths(output_dir, name or Path(path).stem, self.backbone, ".mp4")
         start, stop = 0, None
-        writer_options: dict = {"audio_from": path}
+        writer_options: dict = {"audio_from": path, "timestamps": True}  # output timing follows the input's
         if frame_range is not None:
             start, stop = frame_range
             if track or smooth_parsing:
@@ -494,9 +497,9 @@ class _VideoPlan:
         count = self.info.frame_count
         return (min(self.stop, count) if self.stop is not None else count) - self.start
 
-    def crops(self, reader: VideoReader) -> Iterator[tuple[int, np.ndarray]]:
-        """``(index, cropped frame)`` of the frame range: decode + crop (+ tracking); runs in the read-ahead
-        thread when overlap is on."""
+    def crops(self, reader: VideoReader) -> Iterator[tuple[int, np.ndarray, float | None]]:
+        """``(index, cropped frame, presentation time)`` of the frame range: decode + crop (+ tracking); runs
+        in the read-ahead thread when overlap is on."""
         h, w = self.size
         for index, frame in enumerate(reader):
             if index < self.start:
@@ -512,11 +515,11 @@ class _VideoPlan:
             crop = _fit_side(crop, self.max_side)
             if crop.shape[:2] != (h, w):
                 raise VideoError(f"{self.path}: frame {index} is {crop.shape[1]}x{crop.shape[0]}, expected {w}x{h}")
-            yield index, crop
+            yield index, crop, reader.frame_time
 
 
 class _FrameBatcher:
-    """Cropped frames in, stylised frames out (to ``emit(crop, out)``), in order, ``plan.batch_size`` at a time.
+    """Cropped frames in, stylised frames out (to ``emit(crop, out, time)``), in order, ``plan.batch_size`` at a time.
 
     Each frame gets its parsing logits (precomputed maps, or BiSeNet), goes through the parsing smoother
     when there is one (which hands frames back a few frames later), and waits in a queue until a batch is
@@ -525,20 +528,20 @@ class _FrameBatcher:
     """
 
     def __init__(self, pipe: VToonifyPipeline, plan: _VideoPlan, style_degree: float,
-                 emit: Callable[[np.ndarray, np.ndarray], None]):
+                 emit: Callable[[np.ndarray, np.ndarray, float | None], None]):
         self.pipe, self.plan, self.style_degree, self.emit = pipe, plan, style_degree, emit
-        self.queue: deque = deque()  # (cropped frame, x (3,H,W), parsing (19,H,W)) ready for VToonify
-        self.pending: dict[int, tuple[np.ndarray, torch.Tensor]] = {}  # waiting for the smoother
+        self.queue: deque = deque()  # (cropped frame, time, x (3,H,W), parsing (19,H,W)) ready for VToonify
+        self.pending: dict[int, tuple[np.ndarray, float | None, torch.Tensor]] = {}  # waiting for the smoother
         self.written = 0
 
-    def add(self, index: int, crop: np.ndarray) -> None:
+    def add(self, index: int, crop: np.ndarray, time: float | None = None) -> None:
         pipe = self.pipe
         x = frames_to_tensor([_pad_to_multiple(crop)], pipe.device, pipe.dtype)
         parsing = self._parsing(index, x)
         if self.plan.smoother is None:
-            self.queue.append((crop, x[0], parsing))
+            self.queue.append((crop, time, x[0], parsing))
         else:
-            self.pending[index] = (crop, x[0])
+            self.pending[index] = (crop, time, x[0])
             self._take_smoothed(self.plan.smoother.push(x[0], parsing))
         self._flush(self.plan.batch_size)
 
@@ -565,17 +568,17 @@ class _FrameBatcher:
         while len(self.queue) >= max(min_size, 1):
             items = [self.queue.popleft() for _ in range(min(batch_size, len(self.queue)))]
             pad = batch_size - len(items) if pipe.compile is not None else 0
-            x = torch.stack([it[1] for it in items] + [items[-1][1]] * pad)
-            parsing = torch.stack([it[2] for it in items] + [items[-1][2]] * pad)
+            x = torch.stack([it[2] for it in items] + [items[-1][2]] * pad)
+            parsing = torch.stack([it[3] for it in items] + [items[-1][3]] * pad)
             y = pipe.stylize_tensor(x, self.plan.style, self.style_degree, parsing)[: len(items)]
-            for (crop, _, _), out in zip(items, tensor_to_frames(y)):
-                self.emit(crop, out[: 4 * h, : 4 * w])
+            for (crop, time, _, _), out in zip(items, tensor_to_frames(y)):
+                self.emit(crop, out[: 4 * h, : 4 * w], time)
             self.written += len(items)
 
 
-def _write_pair(w_in: VideoWriter, w_out: VideoWriter, crop: np.ndarray, out: np.ndarray) -> None:
-    w_in.write(crop)
-    w_out.write(out)
+def _write_pair(w_in: VideoWriter, w_out: VideoWriter, crop: np.ndarray, out: np.ndarray, time: float | None) -> None:
+    w_in.write_at(crop, time)
+    w_out.write_at(out, time)
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

@@ -86,10 +86,15 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
     if container.format.name == "image2" or container.format.name.endswith("_pipe"):
         raise VideoError(f"{path}: a still image ({container.format.name}), not a video; stylise it as an image")
     if not container.streams.video:
-        raise VideoError(f"{path}: contains no video stream")
+        damaged = " (an MP4/MOV file without its index: incomplete or damaged)" if _is_mp4(container) else ""
+        raise VideoError(f"{path}: contains no video stream{damaged}")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     return stream
+
+
+def _is_mp4(container: av.container.InputContainer) -> bool:
+    return "mp4" in container.format.name.split(",") or "mov" in container.format.name.split(",")
 
 
 def probe(path: PathLike) -> VideoInfo:
@@ -108,7 +113,8 @@ def probe(path: PathLike) -> VideoInfo:
         except av.FFmpegError as exc:
             raise VideoError(f"{name}: the video stream cannot be decoded ({exc})") from exc
         if first is None:
-            raise VideoError(f"{name}: the video stream has no frames")
+            listed = f" although its index lists {stream.frames} (the file is damaged)" if stream.frames > 0 else ""
+            raise VideoError(f"{name}: the video stream has no decodable frames{listed}")
         rotation = rotation_steps(first) * 90
         width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
 
@@ -179,6 +185,8 @@ class VideoReader:
         self.path: str = self.info.path
         self._interpolation = _ACCURATE_DECODE_SCALING if accurate_color else None
         self.frames_read = 0
+        #: Presentation time (seconds) of the frame handed out last, ``None`` when the file does not state it.
+        self.frame_time: float | None = None
         self.packets_read = 0
         self._container = open_input(self.path)
         self._stream = video_stream(self._container)
@@ -190,9 +198,15 @@ class VideoReader:
                 self.packets_read += packet.size > 0
                 for frame in packet.decode():
                     self.frames_read += 1
+                    self.frame_time = float(frame.time) if frame.pts is not None else None
                     yield upright_rgb(frame, self._interpolation)
         except av.FFmpegError as exc:
             raise VideoError(f"{self.path}: reading failed after {self.frames_read} frames ({exc})") from exc
+        listed = self._stream.frames  # what the container's index lists (0: it lists nothing)
+        if listed > 0 and self.packets_read < listed:
+            # The index lists frames whose data is not in the file: a cut or damaged file, not an edit list.
+            raise VideoError(f"{self.path}: the file ends after {self.frames_read} of the {listed} frames its index "
+                             "lists (incomplete or damaged); nothing saved")
 
     def __iter__(self) -> VideoReader:
         return self

@@ -29,6 +29,10 @@ __all__ = ["VideoWriter"]
 _ENCODE_SCALING = Interpolation.BICUBIC | Interpolation.ACCURATE_RND
 
 
+#: Time base of the frames with ``timestamps=True``: the 90 kHz clock of MPEG, exact for every usual frame rate.
+_TIMESTAMP_BASE = Fraction(1, 90_000)
+
+
 class _Aborted(Exception):
     """Thrown into the atomic output to discard the temporary file."""
 
@@ -72,6 +76,7 @@ class VideoWriter:
         pix_fmt: str = "yuv420p",
         audio_offset: float = 0.0,
         codec_options: dict[str, str] | None = None,
+        timestamps: bool = False,
     ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
@@ -90,6 +95,11 @@ class VideoWriter:
         step_w, step_h = 16 // fmt.chroma_width(16), 16 // fmt.chroma_height(16)
         self.width, self.height = -(-width // step_w) * step_w, -(-height // step_h) * step_h
         self.frames_written = 0
+        self.timestamps = timestamps
+        self._first_time: float | None = None
+        self._next_time: float | None = None
+        self._last_pts = -1
+        self._end_time = 0.0  # seconds of video written so far (end of the last frame)
         self._closed = False
         self._container: av.container.OutputContainer | None = None
         self._audio: AudioCopy | AudioTranscode | None = None
@@ -106,6 +116,8 @@ class VideoWriter:
             cc = self._stream.codec_context  # tag the stream: BT.709 in limited range (matches write())
             cc.color_range, cc.color_primaries, cc.color_trc = ColorRange.MPEG, ColorPrimaries.BT709, ColorTrc.BT709
             cc.colorspace = Colorspace.ITU709  # same value as FFmpeg's AVCOL_SPC_BT709
+            if timestamps:  # frames are placed at the times given to write(), on the 90 kHz MPEG clock
+                cc.time_base = _TIMESTAMP_BASE
             if source is not None:
                 self._audio = audio_track(source, self._container, audio_offset)
                 source = None  # closed by audio_track or self._audio from now on
@@ -122,8 +134,22 @@ class VideoWriter:
         """How the audio track is written: ``"copy"`` (packets copied), ``"aac"`` (re-encoded) or ``None`` (silent)."""
         return self._audio.mode if self._audio is not None else None
 
-    def write(self, frame: np.ndarray) -> None:
-        """Encode one RGB ``uint8`` frame of shape ``(height, width, 3)``."""
+    def write_at(self, frame: np.ndarray, time: float | None) -> None:
+        """:meth:`write` with the frame's presentation time ``time`` (seconds)."""
+        self._next_time = time
+        try:
+            self.write(frame)
+        finally:
+            self._next_time = None
+
+    def write(self, frame: np.ndarray, time: float | None = None) -> None:
+        """Encode one RGB ``uint8`` frame of shape ``(height, width, 3)``.
+
+        With ``timestamps=True`` (constructor), ``time`` is the frame's presentation time in seconds (the
+        source frame's, e.g. :attr:`VideoReader.frame_time`): the first frame is shown at t = 0 and each
+        later one at its time minus the first's, so a variable-frame-rate video keeps its timing (and its
+        audio stays in sync). Frames without a time, and all frames otherwise, follow at ``1 / fps``.
+        """
         if self._closed:
             raise ValueError(f"{self.path}: write() on a closed VideoWriter")
         frame = np.asarray(frame)
@@ -138,12 +164,24 @@ class VideoWriter:
         yuv = rgb.reformat(
             format=self._stream.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG", interpolation=_ENCODE_SCALING
         )
-        yuv.pts = self.frames_written
-        yuv.time_base = 1 / self.fps
+        if time is None:
+            time = self._next_time
+        if self.timestamps:
+            if time is not None and self._first_time is None and self.frames_written == 0:
+                self._first_time = time
+            start = self._end_time if time is None or self._first_time is None else time - self._first_time
+            pts = max(round(start / _TIMESTAMP_BASE), self._last_pts + 1)  # strictly increasing
+            yuv.pts, yuv.time_base = pts, _TIMESTAMP_BASE
+            self._last_pts = pts
+            self._end_time = float(pts * _TIMESTAMP_BASE) + 1 / float(self.fps)
+        else:
+            yuv.pts = self.frames_written
+            yuv.time_base = 1 / self.fps
+            self._end_time = (self.frames_written + 1) / float(self.fps)
         self._container.mux(self._stream.encode(yuv))
         self.frames_written += 1
         if self._audio is not None:
-            self._audio.write_until(self._container, self.frames_written / self.fps)
+            self._audio.write_until(self._container, self._end_time if self.timestamps else self.frames_written / self.fps)
 
     def close(self) -> None:
         """Finish the file and move it to its final name (idempotent).
@@ -157,7 +195,7 @@ class VideoWriter:
                 raise VideoError(f"{self.path}: no frames were written; nothing saved")
             self._container.mux(self._stream.encode(None))
             if self._audio is not None:
-                self._audio.finish(self._container, self.frames_written / self.fps)
+                self._audio.finish(self._container, self._end_time if self.timestamps else self.frames_written / self.fps)
             self._container.close()
             self._output.close()  # renames the temporary file to self.path
         except BaseException:
