@@ -24,8 +24,9 @@ __all__ = ["BYTES_PER_PIXEL", "FIXED_BYTES", "MAX_MEMORY_ENV", "MemoryLimitError
 #: Working memory per input pixel of one frame in float32, with the released network sizes (VToonify
 #: forward plus BiSeNet at 2x): the slope of the growth of the peak RSS of one CPU forward over the loaded
 #: networks, measured at 128x128, 256x256 and 384x256 (VToonify-D: 252, 655 and 950 MiB, i.e. 8.9 kB per
-#: pixel plus about 110 MiB), rounded up. Half precision halves the activations.
-BYTES_PER_PIXEL = {"dualstylegan": 9_000, "toonify": 9_000}
+#: pixel plus about 110 MiB; VToonify-T at 128x128 and 384x256: 158 and 731 MiB, 7.3 kB per pixel), rounded
+#: up. Half precision halves the activations.
+BYTES_PER_PIXEL = {"dualstylegan": 9_000, "toonify": 7_500}
 #: Parameters of the released VToonify models. A model of other widths (the tests' tiny ones) scales the
 #: per-pixel memory by ``sqrt(its parameters / these)``: activations grow with the channel width,
 #: parameters with its square (:func:`width_scale`).

@@ -37,7 +37,7 @@ from model.dualstylegan import exstyle_code
 from model.encoder.psp import load_psp_standalone
 from model.errors import UserError
 from pipeline.atomic import atomic_output
-from pipeline.errors import DeviceError, InputError, OptionError
+from pipeline.errors import USER_ERRORS, DeviceError, InputError, OptionError
 from pipeline.faces import (
     DEFAULT_PADDING,
     CropParams,
@@ -57,6 +57,7 @@ from pipeline.videoio import SEGMENT_CODEC_OPTIONS, VideoError, VideoInfo, Video
 
 __all__ = [
     "NoFaceError",
+    "USER_ERRORS",  # (UserError, OSError), from pipeline.errors; kept here under its old import path
     "COMPILE_MODES",
     "VToonifyPipeline",
     "ImageResult",

@@ -74,7 +74,7 @@ def roundtrip(path: Path, out: Path, timestamps: bool = True) -> Path:
 # ---------------------------------------------------------------------------------- variable frame rate
 def test_variable_frame_rate_timing_and_audio_follow_the_input(tmp_path, frames):
     tone = tmp_path / "tone.m4a"
-    write_tone(str(tone), 1.4)
+    write_tone(str(tone), 2.0)  # longer than the video: the output's audio ends with its video
     src = encode(tmp_path / "vfr.mp4", frames[: len(VFR_TIMES)], "libx264", "mp4", times=VFR_TIMES, audio=tone)
     _, times = read_all(src)
     assert times == pytest.approx(VFR_TIMES, abs=1e-3)
@@ -145,7 +145,7 @@ def test_mp4_without_its_index_says_so(tmp_path, frames):
     src = encode(tmp_path / "plain.mp4", frames * 3, "libx264", "mp4")  # index (moov) at the end
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(src.read_bytes()[: src.stat().st_size * 6 // 10])
-    with pytest.raises(VideoError, match="without its index"):
+    with pytest.raises(VideoError, match="without (its|a readable) index"):
         probe(cut)
 
 

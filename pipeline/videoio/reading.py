@@ -77,6 +77,8 @@ def open_input(path: PathLike) -> av.container.InputContainer:
     try:
         return av.open(path, metadata_errors="ignore")
     except av.FFmpegError as exc:
+        if _starts_like_mp4(path):
+            raise VideoError(f"{path}: an MP4/MOV file without a readable index (incomplete or damaged; {exc})") from exc
         raise VideoError(f"{path}: not a readable media file ({exc})") from exc
 
 
@@ -91,6 +93,15 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     return stream
+
+
+def _starts_like_mp4(path: str) -> bool:
+    """Whether the file begins with an MP4/MOV ``ftyp`` box."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)[4:8] == b"ftyp"
+    except OSError:
+        return False
 
 
 def _is_mp4(container: av.container.InputContainer) -> bool:
