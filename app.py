@@ -44,9 +44,13 @@ from PIL import Image, ImageOps
 
 from model.checkpoint import CheckpointError
 from pipeline.precision import FAST_DTYPE, FAST_TOGGLE_INFO, fast_mode_available
+from pipeline.errors import USER_ERRORS, InputError, OptionError
+from pipeline.options import RANGES
+from pipeline.released import BACKBONE_FILES, DEFAULT_STYLE, SHARED_FILES, files_for, model_folder
+from pipeline.samples import sample_photo, synthesize_test_video
 from pipeline.styles import StyleCodeError
 from pipeline.stylize import NoFaceError, VToonifyPipeline, resolve_device, tensor_to_frames
-from pipeline.video import VideoError, probe, synthesize_test_video
+from pipeline.videoio import VideoError, probe
 
 __all__ = [
     "AppConfig",
@@ -81,8 +85,9 @@ RESULT_MAX_AGE = 3600
 Progress = Callable[..., Any]
 ImageInput = np.ndarray | str | os.PathLike | None
 
-# Failures that are the user's input or the user's files, reported on the page in words.
-_EXPECTED_ERRORS = (StyleCodeError, VideoError, CheckpointError, FileNotFoundError, ValueError)
+# Failures that are the user's input or the user's files, reported on the page in words (anything else is
+# reported as unexpected, with its traceback on the console).
+_EXPECTED_ERRORS = USER_ERRORS
 _NO_FACE_TIP = "Try a portrait where the face is frontal, well lit and not too small."
 
 
@@ -104,38 +109,39 @@ class ModelEntry:
         return re.search(r"_c(_\d+)?$", self.ckpt.stem) is not None
 
 
-_MODEL_DIR = re.compile(r"vtoonify_(?P<kind>[dt])_(?P<style>.+)")
-
-
 def _label(path: Path) -> str:
     """``VToonify-D cartoon (vtoonify_s_d.pt)`` for a file in a released-layout folder, else the path."""
-    match = _MODEL_DIR.fullmatch(path.parent.name)
-    if match is None:
+    found = model_folder(path.parent.name, released_only=False)
+    if found is None:
         return str(path)
-    return f"VToonify-{match['kind'].upper()} {match['style']} ({path.name})"
+    backbone, style = found
+    return f"VToonify-{BACKBONE_FILES[backbone].kind.upper()} {style} ({path.name})"
 
 
 def discover_models(ckpt_dir: str | os.PathLike) -> list[ModelEntry]:
-    """The models of a checkpoint folder in the released layout.
+    """The models of a checkpoint folder in the released layout (:data:`pipeline.released.BACKBONE_FILES`).
 
     VToonify-D: ``vtoonify_d_<style>/vtoonify_s_d*.pt`` (adjustable style and degree; fixed-style files
     ``vtoonify_sNNN_dD.D.pt`` are left out), only where the folder has its ``exstyle_code.npy``.
     VToonify-T: ``vtoonify_t_<style>/vtoonify.pt``. VToonify-D comes first, the cartoon style (the
-    original's default) first among them.
+    original's default) first among them; any style name is accepted (user-trained models too).
     """
     root = Path(ckpt_dir)
-    dual = []
-    for path in root.glob("vtoonify_d_*/vtoonify_s_d*.pt"):
-        if (path.parent / "exstyle_code.npy").is_file():
-            dual.append(path)
-        else:
-            log.warning("skipping %s: no exstyle_code.npy next to it", path)
-    toonify = list(root.glob("vtoonify_t_*/vtoonify.pt"))
 
     def order(path: Path) -> tuple:
-        return path.parent.name.split("_", 2)[2] != "cartoon", path.parent.name, path.name
+        return path.parent.name.split("_", 2)[2] != DEFAULT_STYLE, path.parent.name, path.name
 
-    return [ModelEntry(_label(p), p) for p in sorted(dual, key=order) + sorted(toonify, key=order)]
+    entries = []
+    for table in BACKBONE_FILES.values():
+        found = []
+        for path in root.glob(f"{table.folder_prefix}*/{table.model_glob}"):
+            missing = [name for name in table.companions if not (path.parent / name).is_file()]
+            if missing:
+                log.warning("skipping %s: no %s next to it", path, " or ".join(missing))
+                continue
+            found.append(path)
+        entries += [ModelEntry(_label(p), p) for p in sorted(found, key=order)]
+    return entries
 
 
 @dataclass(frozen=True)
@@ -153,12 +159,12 @@ class AppConfig:
 
     def __post_init__(self) -> None:
         if not self.models:
-            raise ValueError("no VToonify model to serve")
+            raise OptionError("no VToonify model to serve")
         labels = [m.label for m in self.models]
         if len(set(labels)) != len(labels):
-            raise ValueError(f"model labels must be unique, got {labels}")
+            raise OptionError(f"model labels must be unique, got {labels}")
         if self.max_loaded_models < 1:
-            raise ValueError(f"max_loaded_models must be at least 1, got {self.max_loaded_models}")
+            raise OptionError(f"max_loaded_models must be at least 1, got {self.max_loaded_models}")
 
     @classmethod
     def from_checkpoint_dir(cls, ckpt_dir: str | os.PathLike, ckpts: Sequence[str | os.PathLike] = (),
@@ -172,9 +178,9 @@ class AppConfig:
             if all(path.resolve() != known.resolve() for known in paths):
                 paths.append(path)
         if not paths:
-            from pipeline.download import download_command
+            from pipeline.download_hints import download_command
 
-            raise ValueError(f"no VToonify model found in {root} (looked for vtoonify_d_*/vtoonify_s_d*.pt with "
+            raise OptionError(f"no VToonify model found in {root} (looked for vtoonify_d_*/vtoonify_s_d*.pt with "
                              f"exstyle_code.npy, and vtoonify_t_*/vtoonify.pt); download one with "
                              f"`{download_command()}`, or pass --ckpt PATH")
         labels = [_label(p) for p in paths]
@@ -192,7 +198,7 @@ class AppConfig:
         for entry in self.models:
             if entry.label == label:
                 return entry
-        raise ValueError(f"unknown model {label!r}; choose one of: {', '.join(self.labels)}")
+        raise OptionError(f"unknown model {label!r}; choose one of: {', '.join(self.labels)}")
 
     def missing_files(self) -> list[Path]:
         """Files the configuration names that do not exist."""
@@ -302,13 +308,6 @@ class AppState:
 
 
 # ------------------------------------------------------------------------------------------- handlers
-def sample_photo() -> np.ndarray:
-    """The bundled sample portrait: scikit-image's public-domain astronaut (Eileen Collins, NASA), 512x512 RGB."""
-    from skimage import data
-
-    return data.astronaut()
-
-
 def read_image(image: np.ndarray | str | os.PathLike) -> np.ndarray:
     """An RGB ``uint8`` array from an array or an image file (EXIF orientation applied).
 
@@ -323,9 +322,9 @@ def read_image(image: np.ndarray | str | os.PathLike) -> np.ndarray:
         with Image.open(image) as pil:
             return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(pil).convert("RGB")))
     except Image.DecompressionBombError as e:
-        raise ValueError(f"{name} is too large an image ({e})") from e
+        raise InputError(f"{name} is too large an image ({e})") from e
     except (OSError, SyntaxError) as e:  # UnidentifiedImageError is an OSError; truncated files too
-        raise ValueError(f"{name} is not an image this app can read (JPEG, PNG, WebP, ...)") from e
+        raise InputError(f"{name} is not an image this app can read (JPEG, PNG, WebP, ...)") from e
 
 
 def _report(progress: Progress | None, fraction: float, desc: str) -> None:
@@ -566,7 +565,8 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
                                          buttons=[], show_label=False, scale=0, min_width=THUMBNAIL_SIZE,
                                          elem_id="style-thumbnail")
                     style_note = gr.Markdown(elem_id="style-note")
-                degree = gr.Slider(0, 1, value=0.5, step=0.05, label="Style degree",
+                degree = gr.Slider(RANGES["style_degree"].low, RANGES["style_degree"].high, value=0.5, step=0.05,
+                                   label="Style degree",
                                    info="0: the face as it is ... 1: the full style", elem_id="style-degree")
                 color_transfer = gr.Checkbox(False, label="Colour transfer", elem_id="color-transfer",
                                              info="use the exemplar's colours too (what the vtoonify_s_d_c.pt models are trained for)")
@@ -638,21 +638,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_loaded_models", type=int, default=2, help="models kept in memory at once (default: 2)")
     p.add_argument("--share", action="store_true",
                    help="also publish the page through a temporary public gradio.live link (default: off)")
+    p.add_argument("--no_download", action="store_true",
+                   help="never download the default model when the checkpoint folder has none (also: VTOONIFY_NO_DOWNLOAD=1)")
     return p
+
+
+def fetch_default_model(args: argparse.Namespace) -> list[Path]:
+    """First run: download the default model (VToonify-D cartoon) and the helper networks into ``--ckpt_dir``
+    when it has no model and none is given with ``--ckpt``, and the helpers when they are missing at their
+    default paths (see :mod:`pipeline.first_run`). Paths given with ``--ckpt`` and the ``--*_path`` options
+    are never replaced."""
+    from pipeline.first_run import fetch_missing_defaults
+
+    root = Path(args.ckpt_dir)
+    defaults = []
+    if args.style_encoder_path is None:
+        defaults.append(root / "encoder.pt")
+    if args.faceparsing_path is None:
+        defaults.append(root / "faceparsing.pth")
+    if not args.ckpt and not discover_models(root):
+        defaults += [root / rel for rel in files_for() if rel not in SHARED_FILES]
+    return fetch_missing_defaults(defaults, root, no_download=args.no_download)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(message)s")
     log.setLevel(logging.INFO)
-    from pipeline.download import missing_file_message
+    from pipeline.download_hints import missing_file_message
 
     try:
+        fetch_default_model(args)
         config = AppConfig.from_checkpoint_dir(
             args.ckpt_dir, args.ckpt, args.style_encoder_path, args.faceparsing_path, device=args.device,
             dtype=args.dtype, max_video_seconds=args.max_video_seconds or None, max_video_frames=args.max_video_frames,
             max_loaded_models=args.max_loaded_models)
-    except ValueError as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     missing = config.missing_files()
@@ -662,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     state = AppState(config)
     try:  # the default model is loaded up front, so that the first request is quick
         state.pipeline(config.labels[0])
-    except (CheckpointError, StyleCodeError, OSError, ValueError, RuntimeError, ImportError) as e:
+    except (*USER_ERRORS, ImportError) as e:  # ImportError: dlib or another optional package is missing
         print(f"error: {e}", file=sys.stderr)
         return 1
     demo = build_app(config, state)

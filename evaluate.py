@@ -42,10 +42,13 @@ import numpy as np
 from metrics.identity import FaceEmbedder, identity_distance
 from metrics.runtime import RuntimeMonitor, RuntimeStats
 from metrics.temporal import STATIC_THRESHOLD, flicker_score, warping_errors
+from pipeline.cli import run_cli
 from pipeline.clips import PerFrameBaseline, find_face_crop, read_frames
-from pipeline.download import guess_style_from_path, missing_file_message
+from pipeline.download_hints import missing_file_message
+from pipeline.errors import MissingFileError
+from pipeline.released import guess_style_from_path
 from pipeline.sheets import bar_chart
-from pipeline.stylize import USER_ERRORS, VToonifyPipeline, atomic_imwrite
+from pipeline.stylize import VToonifyPipeline, atomic_imwrite
 
 __all__ = ["MethodRun", "build_parser", "main", "markdown_table", "measure", "run_baseline", "run_vtoonify"]
 
@@ -230,11 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> tuple[list[Path], str]:
     if not os.path.isfile(args.content):
-        raise FileNotFoundError(f"content not found: {args.content}")
+        raise MissingFileError(f"content not found: {args.content}")
     backbone, style = guess_style_from_path(args.ckpt) or (args.backbone, None)
     for path in (args.ckpt, args.style_encoder_path, args.faceparsing_path):
         if not os.path.isfile(path):
-            raise FileNotFoundError(missing_file_message(path, backbone=backbone, style=style))
+            raise MissingFileError(missing_file_message(path, backbone=backbone, style=style))
     pipe = VToonifyPipeline(args.ckpt, backbone=args.backbone, style_encoder_path=args.style_encoder_path,
                             faceparsing_path=args.faceparsing_path, exstyle_path=args.exstyle_path, device=args.device,
                             dtype=args.dtype, keep_style_encoder=False)
@@ -259,15 +262,14 @@ def _run(args: argparse.Namespace) -> tuple[list[Path], str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        paths, table = _run(args)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_cli(lambda: _run(args), _print_results)
+
+
+def _print_results(result: tuple[list[Path], str]) -> None:
+    paths, table = result
     print(table)
     for path in paths:
         print(f"saved {path}")
-    return 0
 
 
 if __name__ == "__main__":

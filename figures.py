@@ -32,12 +32,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.atomic import atomic_output
+from pipeline.cli import run_cli
 from pipeline.clips import FaceCrop, PerFrameBaseline, crop_content_code, find_face_crop, mix_exstyle, read_frames
-from pipeline.download import guess_style_from_path, missing_file_message
+from pipeline.download_hints import missing_file_message
+from pipeline.errors import InputError, MissingFileError, OptionError
 from pipeline.faces import DEFAULT_PADDING, load_rgb
+from pipeline.released import guess_style_from_path
 from pipeline.sheets import fit_height, grid, panel, text_image
-from pipeline.stylize import USER_ERRORS, VToonifyPipeline, atomic_imwrite
-from pipeline.video import VideoWriter, probe
+from pipeline.stylize import VToonifyPipeline, atomic_imwrite
+from pipeline.videoio import VideoWriter, probe
 
 __all__ = [
     "Layout",
@@ -78,7 +82,7 @@ class PipelineCache:
         backbone, style = guess_style_from_path(ckpt) or (None, None)
         for path in (ckpt, self.style_encoder_path, self.faceparsing_path):
             if not os.path.isfile(path):
-                raise FileNotFoundError(missing_file_message(path, backbone=backbone, style=style))
+                raise MissingFileError(missing_file_message(path, backbone=backbone, style=style))
         while len(self._pipes) >= self.capacity:
             self._pipes.popitem(last=False)
         self._pipes[key] = VToonifyPipeline(ckpt, style_encoder_path=self.style_encoder_path,
@@ -102,7 +106,7 @@ class Layout:
 def _require_backbone(pipe: VToonifyPipeline, backbone: str, what: str) -> None:
     if pipe.backbone != backbone:
         name = "VToonify-D (dualstylegan)" if backbone == "dualstylegan" else "VToonify-T (toonify)"
-        raise ValueError(f"the {what} figure needs a {name} checkpoint")
+        raise OptionError(f"the {what} figure needs a {name} checkpoint")
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -205,7 +209,7 @@ def color_figures(pipe_color: VToonifyPipeline, pipe_nocolor: VToonifyPipeline, 
     for pipe in (pipe_color, pipe_nocolor):
         _require_backbone(pipe, "dualstylegan", "colour")
     if steps < 2:
-        raise ValueError(f"colour interpolation needs at least 2 steps, got {steps}")
+        raise OptionError(f"colour interpolation needs at least 2 steps, got {steps}")
     comparison, interpolation = [], []
     for image in images:
         crop = _crop(pipe_color, image, layout)
@@ -282,13 +286,9 @@ def _save_png(path: Path, image: np.ndarray) -> Path:
 
 def _save_gif(path: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial.gif")
-    try:
+    with atomic_output(path) as tmp:
         images = [Image.fromarray(f) for f in frames]
         images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -304,11 +304,11 @@ def _load_images(paths: Sequence[str]) -> list[np.ndarray]:
     images = []
     for path in paths:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"content not found: {path}")
+            raise MissingFileError(f"content not found: {path}")
         try:
             images.append(load_rgb(path))
         except OSError as e:
-            raise ValueError(f"cannot read {path} as an image ({e})") from e
+            raise InputError(f"cannot read {path} as an image ({e})") from e
     return images
 
 
@@ -350,9 +350,9 @@ def _cmd_color(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
 def _cmd_backbones(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
     labels, style_ids = args.label or [], args.style_id or [26]
     if labels and len(labels) != len(args.ckpt):
-        raise ValueError(f"give one --label per --ckpt ({len(args.ckpt)}), got {len(labels)}")
+        raise OptionError(f"give one --label per --ckpt ({len(args.ckpt)}), got {len(labels)}")
     if len(style_ids) not in (1, len(args.ckpt)):
-        raise ValueError(f"give one --style_id for all checkpoints or one per --ckpt ({len(args.ckpt)}), got {len(style_ids)}")
+        raise OptionError(f"give one --style_id for all checkpoints or one per --ckpt ({len(args.ckpt)}), got {len(style_ids)}")
     models = []
     for k, ckpt in enumerate(args.ckpt):
         pipe = cache.get(ckpt)
@@ -372,7 +372,7 @@ def _cmd_backbones(args: argparse.Namespace, cache: PipelineCache) -> list[Path]
 def _clip(args: argparse.Namespace) -> tuple[list[np.ndarray], list[int], float]:
     """The frames of ``--content`` selected by ``--start/--frames/--stride``, their numbers and frame rate."""
     if not os.path.isfile(args.content):
-        raise FileNotFoundError(f"content not found: {args.content}")
+        raise MissingFileError(f"content not found: {args.content}")
     frames = read_frames(args.content, args.frames, args.start, args.stride)
     numbers = [args.start + i * args.stride for i in range(len(frames))]
     return frames, numbers, probe(args.content).fps / args.stride
@@ -521,14 +521,12 @@ _COMMANDS = {"degree": _cmd_degree, "styles": _cmd_styles, "color": _cmd_color, 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cache = PipelineCache(args.style_encoder_path, args.faceparsing_path, args.device, args.dtype)
-    try:
-        paths = _COMMANDS[args.command](args, cache)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_cli(lambda: _COMMANDS[args.command](args, cache), _print_saved)
+
+
+def _print_saved(paths: list[Path]) -> None:
     for path in paths:
         print(f"saved {path}")
-    return 0
 
 
 if __name__ == "__main__":

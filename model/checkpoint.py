@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
+
+from model.errors import UserError
 
 __all__ = [
     "CheckpointError",
@@ -42,7 +45,7 @@ __all__ = [
 SAFE_GLOBALS = [argparse.Namespace]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint file could not be read or is not what the caller expected."""
 
 
@@ -71,10 +74,13 @@ def safe_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     except Exception as e:  # noqa: BLE001 - turned into a readable error
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "weights_only" in str(e) or "Unsupported global" in str(e):
+            # torch's own message suggests turning the safe loader off; only the offending object is kept.
+            found = re.search(r"(?:Unsupported global|unsupported GLOBAL|GLOBAL)\W+([\w.]+)", str(e))
+            what = f" ({found[1]})" if found else ""
             raise CheckpointError(
-                f"{path}: refusing to load: the file contains Python objects that are not plain tensors or "
-                f"containers ({msg}). Loading it would execute code from the file; re-save it as a plain state_dict."
-            ) from e
+                f"{path}: refusing to load: the file contains a Python object{what} that is not a tensor or a plain "
+                f"container, and loading it could execute code from the file; re-save it as a plain state_dict."
+            ) from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg})") from e
 
 

@@ -5,8 +5,9 @@ pieces separately: one face crop reused for every frame, the content's pSp code 
 mixed with many exemplar styles, and the per-frame image-toonification baseline.
 
 * :func:`read_frames` decodes (part of) a video into a list of RGB frames.
-* :func:`find_face_crop` gives the rescale/crop of the first frame with a face (spec §5.3), as
-  ``VToonifyPipeline.stylize_video`` applies it to every frame of a video.
+* :func:`find_face_crop` gives the rescale/crop of the first frame with a face (the eyes rescaled to
+  64 px apart, then cropped with the padding), as ``VToonifyPipeline.stylize_video`` applies it to every
+  frame of a video.
 * :func:`crop_content_code` / :func:`content_code` and :func:`mix_exstyle` split
   ``VToonifyPipeline.style_code`` in two: the pSp code of the FFHQ-aligned face, then the exemplar's
   rows for VToonify-D (same result, with pSp run once for any number of styles).
@@ -25,6 +26,8 @@ import cv2
 import numpy as np
 import torch
 
+from model.dualstylegan import exstyle_code, interp_weights
+from pipeline.errors import OptionError
 from pipeline.faces import (
     DEFAULT_PADDING,
     CropParams,
@@ -36,8 +39,8 @@ from pipeline.faces import (
     select_face,
 )
 from pipeline.styles import fit_rows
-from pipeline.stylize import STRUCTURE_ROWS, NoFaceError, VToonifyPipeline, frames_to_tensor, tensor_to_frames
-from pipeline.video import VideoReader
+from pipeline.stylize import NoFaceError, VToonifyPipeline, frames_to_tensor, tensor_to_frames
+from pipeline.videoio import VideoError, VideoReader
 
 __all__ = [
     "BaselineFrame",
@@ -54,11 +57,11 @@ __all__ = [
 def read_frames(path: str | os.PathLike, max_frames: int | None = None, start: int = 0, stride: int = 1) -> list[np.ndarray]:
     """RGB ``uint8`` frames ``start, start + stride, ...`` of a video, at most ``max_frames`` of them."""
     if start < 0 or stride < 1 or (max_frames is not None and max_frames < 1):
-        raise ValueError(f"need start >= 0, stride >= 1 and max_frames >= 1, got {start}, {stride}, {max_frames}")
+        raise OptionError(f"need start >= 0, stride >= 1 and max_frames >= 1, got {start}, {stride}, {max_frames}")
     with VideoReader(path) as reader:
         frames = list(itertools.islice(reader, start, None if max_frames is None else start + max_frames * stride, stride))
     if not frames:
-        raise ValueError(f"{path}: no frame at index {start} or later")
+        raise VideoError(f"{path}: no frame at index {start} or later")
     return frames
 
 
@@ -104,12 +107,7 @@ def mix_exstyle(pipe: VToonifyPipeline, content: torch.Tensor, style_id: int, co
     exemplar ``style_id`` and, with ``color_transfer``, all rows; VToonify-T uses ``content`` as it is."""
     if pipe.backbone != "dualstylegan":
         return content
-    exstyle = pipe.exstyle(style_id)
-    if color_transfer:
-        return exstyle
-    mixed = content.clone()
-    mixed[:, :STRUCTURE_ROWS] = exstyle[:, :STRUCTURE_ROWS]
-    return mixed
+    return exstyle_code(pipe.exstyle(style_id), content, color_transfer)
 
 
 def crop_content_code(pipe: VToonifyPipeline, crop: FaceCrop) -> torch.Tensor:
@@ -132,14 +130,14 @@ class BaselineFrame:
 class PerFrameBaseline:
     """Per-frame image toonification with VToonify's own teacher (the paper's baseline).
 
-    For each frame independently: FFHQ alignment of the largest face of the frame (256x256, spec
-    §5.4), its pSp content code ``c`` (:func:`content_code`), then the teacher at its native
-    1024x1024 with fixed noise (the generator's noise buffers):
+    For each frame independently: FFHQ alignment of the largest face of the frame (256x256), its pSp
+    content code ``c`` (:func:`content_code`), then the teacher at its native 1024x1024 with fixed noise (the generator's noise buffers):
 
     * VToonify-D: ``DualStyleGAN([c], s, input_is_latent=True, truncation=1, use_res=True,
       interp_weights=[d] * 7 + [1 if color_transfer else 0] * 11, randomize_noise=False)`` with
-      ``s = mix_exstyle(c, style_id, color_transfer)`` and ``d`` the style degree: the weights VToonify-D
-      was trained to imitate (spec §6.4; colour rows from the exemplar only with colour transfer).
+      ``s = mix_exstyle(c, style_id, color_transfer)`` and ``d`` the style degree
+      (:func:`model.dualstylegan.interp_weights`): the weights VToonify-D was trained to imitate (colour
+      rows from the exemplar only with colour transfer).
     * VToonify-T: ``Toonify([c], input_is_latent=True, randomize_noise=False)``.
 
     The output is clamped to [-1, 1], converted to ``uint8`` as the pipeline does (truncation), and
@@ -159,8 +157,7 @@ class PerFrameBaseline:
         """The teacher's 1024x1024 RGB ``uint8`` image for content code ``content`` (1, 18, 512)."""
         vtoonify = self.pipe.vtoonify
         if self.pipe.backbone == "dualstylegan":
-            rows = vtoonify.stylegan().n_latent
-            weights = [style_degree] * STRUCTURE_ROWS + [1.0 if color_transfer else 0.0] * (rows - STRUCTURE_ROWS)
+            weights = interp_weights(style_degree, color_transfer, vtoonify.stylegan().n_latent)
             image, _ = vtoonify.generator([content], mix_exstyle(self.pipe, content, style_id, color_transfer),
                                           input_is_latent=True, truncation=1, use_res=True, interp_weights=weights,
                                           randomize_noise=False)

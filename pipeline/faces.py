@@ -1,8 +1,8 @@
 """Face front-end of the VToonify inference pipeline.
 
 This module finds faces with dlib, computes the rescale/crop that normalises a frame to the training
-geometry of VToonify (spec §5.3), applies it, and produces the FFHQ-aligned 256x256 face fed to the pSp
-style encoder (spec §5.4).
+geometry of VToonify (eyes 64 px apart, a fixed padding around them), applies it, and produces the
+FFHQ-aligned 256x256 face fed to the pSp style encoder.
 
 Conventions
 -----------
@@ -71,7 +71,7 @@ Which = Literal["largest", "last"]
 #: after rescaling the frame to a 64 px eye distance.
 DEFAULT_PADDING = (200, 200, 200, 200)
 
-# Separable low-pass filter applied before down-scaling (spec §5.3): [1, 3, 3, 1] / 8 as a column.
+# Separable low-pass filter applied before down-scaling: [1, 3, 3, 1] / 8 as a column.
 _PREBLUR_KERNEL = np.array([[1.0], [3.0], [3.0], [1.0]]) / 8.0
 
 
@@ -271,7 +271,7 @@ def landmarks(image: ImageInput, detector: Any = None, which: Which = "largest")
 
 
 # --------------------------------------------------------------------------------------------------
-# Rescale and crop (spec §5.3)
+# Rescale and crop
 # --------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -310,7 +310,7 @@ def crop_parameters(
     lm: np.ndarray,
     padding: Sequence[int] = DEFAULT_PADDING,
 ) -> CropParams:
-    """Rescale/crop parameters that bring the eye distance to 64 px (spec §5.3).
+    """Rescale/crop parameters that bring the eye distance to 64 px.
 
     Args:
         frame: the frame (only its height and width are used) or its shape ``(H, W, ...)``.
@@ -398,7 +398,7 @@ def get_video_crop_parameter(
 
 
 # --------------------------------------------------------------------------------------------------
-# FFHQ alignment (spec §5.4)
+# FFHQ alignment (as in the FFHQ data set's alignment script)
 # --------------------------------------------------------------------------------------------------
 
 def _alignment_quad(lm: np.ndarray) -> tuple[np.ndarray, float]:
@@ -464,7 +464,7 @@ def align_face(
         which: face choice, see :func:`select_face`.
         lm: landmarks to use instead of running the detector.
 
-    Steps (spec §5.4): oriented square from eyes and mouth corners; integer down-scaling with LANCZOS
+    Steps: oriented square from eyes and mouth corners; integer down-scaling with LANCZOS
     when the square is at least 4x larger than ``output_size``; crop to the square's bounding box plus
     a border; if the square (plus border) leaves the image, reflect-pad, blend the padded area towards a
     Gaussian blur and towards the median colour; finally a bilinear QUAD transform.

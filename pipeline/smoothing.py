@@ -50,6 +50,8 @@ import cv2
 import numpy as np
 import torch
 
+from pipeline.errors import InputError
+
 __all__ = ["FLOW_PRESETS", "ParsingSmoother", "backward_warp", "smooth_parsing_sequence", "temporal_weights"]
 
 #: DIS optical-flow presets by name.
@@ -215,7 +217,7 @@ class ParsingSmoother:
             # DIS needs a pyramid level at least one patch wide; twice the patch size guarantees it.
             min_side = 2 * self._flow.getPatchSize()
             if self.window_size > 0 and min(shape[1:]) < min_side:
-                raise ValueError(f"frames of {shape[1]}x{shape[2]} are too small for DIS flow (need at least {min_side} px)")
+                raise InputError(f"frames of {shape[1]}x{shape[2]} are too small for DIS flow (need at least {min_side} px)")
             self._shape = shape
         elif shape != self._shape:
             raise ValueError(f"parsing shape {shape} differs from the sequence's {self._shape}")

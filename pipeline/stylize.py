@@ -4,7 +4,7 @@
 >>> result = pipe.stylize_image(rgb, style_id=26, style_degree=0.5)                    # doctest: +SKIP
 >>> pipe.stylize_video("in.mp4", "output/")                                            # doctest: +SKIP
 
-Per frame (spec §5.5): ``x`` = RGB in [-1, 1]; parsing logits = BiSeNet(2 * bilinear-2x(x))[0] decimated
+Per frame: ``x`` = RGB in [-1, 1]; parsing logits = BiSeNet(2 * bilinear-2x(x))[0] decimated
 back to the frame size; VToonify(concat(x, parsing / 16), W+ style code, d_s), clamped to [-1, 1] and
 truncated to uint8. The W+ code comes from the pSp encoder applied to the FFHQ-aligned face (Z+ ->
 W+), with rows 0-6 replaced by the exemplar's code for VToonify-D (all rows with colour transfer).
@@ -22,6 +22,7 @@ import os
 import warnings
 from collections import deque
 from contextlib import nullcontext
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,7 +33,11 @@ import torch
 import torch.nn.functional as F
 
 from model.checkpoint import load_bisenet, load_vtoonify
+from model.dualstylegan import exstyle_code
 from model.encoder.psp import load_psp_standalone
+from model.errors import UserError
+from pipeline.atomic import atomic_output
+from pipeline.errors import USER_ERRORS, DeviceError, InputError, OptionError
 from pipeline.faces import (
     DEFAULT_PADDING,
     CropParams,
@@ -43,12 +48,16 @@ from pipeline.faces import (
     landmarks_in_crop,
     select_face,
 )
+from pipeline.options import check, check_all
 from pipeline.overlap import BackgroundWorker, Prefetcher
+from pipeline.results import ImageResult, VideoResult, output_paths
+from pipeline.sharding import shard_range, stylize_video_sharded
 from pipeline.styles import StyleCodeError, fit_rows, load_exstyle_codes
+from pipeline.videoio import SEGMENT_CODEC_OPTIONS, VideoError, VideoInfo, VideoReader, VideoWriter, probe
 
 __all__ = [
     "NoFaceError",
-    "USER_ERRORS",
+    "USER_ERRORS",  # (UserError, OSError), from pipeline.errors; kept here under its old import path
     "COMPILE_MODES",
     "VToonifyPipeline",
     "ImageResult",
@@ -64,23 +73,8 @@ __all__ = [
     "stylize_video_sharded",
 ]
 
-STRUCTURE_ROWS = 7  # W+ rows taken from the exemplar (structure); rows 7.. are colour/texture
-
-
-class NoFaceError(ValueError):
+class NoFaceError(UserError, ValueError):
     """No face was found where one is needed."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from model.checkpoint import CheckpointError
-
-    # NoFaceError, StyleCodeError and VideoError are ValueErrors; CheckpointError is a RuntimeError; OSError covers
-    # missing files, permissions and a full disk.
-    return (OSError, NoFaceError, CheckpointError, StyleCodeError, ValueError, RuntimeError)
-
-
-#: What the command-line tools report as a one-line ``error: ...`` with exit status 1 (no traceback).
-USER_ERRORS = _user_errors()
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -89,7 +83,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but no CUDA device is available (use --device cpu)")
+        raise DeviceError("--device cuda was requested but no CUDA device is available (use --device cpu)")
     return device
 
 
@@ -103,7 +97,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
              "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
     if dtype not in names:
-        raise ValueError(f"dtype must be one of {sorted(names)}, got {dtype!r}")
+        raise OptionError(f"dtype must be one of {sorted(names)}, got {dtype!r}")
     return names[dtype]
 
 
@@ -120,15 +114,38 @@ def tensor_to_frames(y: torch.Tensor) -> list[np.ndarray]:
 
 
 def atomic_imwrite(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Write an RGB image with OpenCV under a temporary name, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
+    """Write an RGB image with OpenCV (format from the extension), whole or not at all (:func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
             raise OSError(f"could not write {path}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+
+def _check_options(style_degree: float | None, padding: Sequence[int], max_side: int | None) -> None:
+    """The ranges of :data:`pipeline.options.RANGES`, as the command line checks them."""
+    if style_degree is not None:
+        check("style_degree", style_degree)
+    if len(padding) != 4:
+        raise OptionError(f"padding must be four numbers (left, right, top, bottom), got {list(padding)}")
+    check_all("padding", padding)
+    if max_side is not None:
+        check("max_side", max_side)
+
+
+def _fitted_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """``(h, w)`` shrunk so that the longer side is at most ``max_side`` (unchanged when it already is)."""
+    h, w = size
+    if max_side is None or max(h, w) <= max_side:
+        return h, w
+    scale = max_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _fit_side(frame: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``frame`` area-resized to :func:`_fitted_size` (the same array when it already fits)."""
+    h, w = _fitted_size(frame.shape[:2], max_side)
+    if (h, w) == frame.shape[:2]:
+        return frame
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def _pad_to_multiple(frame: np.ndarray, m: int = 8) -> np.ndarray:
@@ -137,23 +154,6 @@ def _pad_to_multiple(frame: np.ndarray, m: int = 8) -> np.ndarray:
     if ph or pw:
         frame = cv2.copyMakeBorder(frame, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
     return frame
-
-
-@dataclass
-class ImageResult:
-    input: np.ndarray  # the (rescaled, cropped) RGB input, H x W
-    output: np.ndarray  # RGB stylised image, 4H x 4W
-    crop: CropParams | None
-
-
-@dataclass
-class VideoResult:
-    input_path: Path
-    output_path: Path
-    frames: int
-    fps: float
-    first_face_frame: int
-    crop: CropParams | None
 
 
 class FaceTracker:
@@ -219,12 +219,13 @@ class VToonifyPipeline:
         compile: str | None = None,
     ):
         if compile is not None and compile not in COMPILE_MODES:
-            raise ValueError(f"compile must be None or one of {', '.join(COMPILE_MODES)}, got {compile!r}")
+            raise OptionError(f"compile must be None or one of {', '.join(COMPILE_MODES)}, got {compile!r}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         # reduced precision: the big convolutions in self.dtype, the parts whose rounding shows in float32
         self.vtoonify = load_vtoonify(ckpt, backbone=backbone, device=self.device).to_mixed_precision(self.dtype)
         self.backbone = self.vtoonify.backbone
+        self._width_scale: float | None = None  # see pipeline.memory.width_scale
         self.compile = compile
         self._eager_step = self._step = _VToonifyStep(self.vtoonify)
         if compile is not None:
@@ -286,12 +287,7 @@ class VToonifyPipeline:
         if not self.keep_style_encoder:
             self._pspencoder = None
         if self.backbone == "dualstylegan":
-            exstyle = self.exstyle(style_id)
-            if color_transfer:
-                s_w = exstyle
-            else:
-                s_w = s_w.clone()
-                s_w[:, :STRUCTURE_ROWS] = exstyle[:, :STRUCTURE_ROWS]
+            s_w = exstyle_code(self.exstyle(style_id), s_w, color_transfer)
         return s_w
 
     # ------------------------------------------------------------------------------------------ frames
@@ -330,27 +326,43 @@ class VToonifyPipeline:
         h, w = frames[0].shape[:2]
         x = frames_to_tensor([_pad_to_multiple(f) for f in frames], self.device, self.dtype)
         if parsing is not None and parsing.shape[-2:] != x.shape[-2:]:
-            raise ValueError(f"parsing maps are {tuple(parsing.shape[-2:])}, frames are {tuple(x.shape[-2:])}")
+            raise InputError(f"parsing maps are {tuple(parsing.shape[-2:])}, frames are {tuple(x.shape[-2:])}")
         y = self.stylize_tensor(x, style, style_degree, parsing)
         return [f[: 4 * h, : 4 * w] for f in tensor_to_frames(y)]
 
     # ------------------------------------------------------------------------------------------- image
     def stylize_image(self, image: np.ndarray, style_id: int = 26, style_degree: float = 0.5, color_transfer: bool = False,
-                      scale_image: bool = False, padding: Sequence[int] = DEFAULT_PADDING) -> ImageResult:
-        """Stylise one RGB uint8 image."""
+                      scale_image: bool = False, padding: Sequence[int] = DEFAULT_PADDING,
+                      max_side: int | None = None) -> ImageResult:
+        """Stylise one RGB uint8 image.
+
+        ``max_side`` shrinks the (cropped) input so that its longer side is at most that many pixels. The
+        memory the stylisation needs is estimated before any work (:func:`pipeline.memory.check_memory`):
+        an input too large for this machine is refused with the estimate and the options that fix it.
+        """
+        _check_options(style_degree, padding, max_side)
+        if not scale_image:
+            self._check_memory(_fitted_size(image.shape[:2], max_side), 1)
         face = select_face(self.detector.detect(image))
         if face is None:
             raise NoFaceError("no face found in the image")
         params = crop_parameters(image, face.landmarks, padding) if scale_image else None
         frame = apply_crop(image, params) if params else image
         style = self.style_code(frame, style_id, color_transfer, landmarks_in_crop(face.landmarks, image, params))
+        frame = _fit_side(frame, max_side)
+        self._check_memory(frame.shape[:2], 1)
         return ImageResult(frame, self.stylize_frames([frame], style, style_degree)[0], params)
+
+    def _check_memory(self, size: tuple[int, int], batch: int) -> None:
+        from pipeline.memory import check_memory, width_scale
+
+        if getattr(self, "_width_scale", None) is None:
+            self._width_scale = width_scale(self.vtoonify, self.backbone)
+        check_memory(size, self.backbone, batch, self.device, self.dtype, self._width_scale)
 
     # ------------------------------------------------------------------------------------------- video
     def find_first_face(self, path: str | os.PathLike, padding: Sequence[int], scale_image: bool):
         """Index, crop parameters, cropped frame and landmarks (in crop coordinates) of the first face."""
-        from pipeline.video import VideoReader
-
         with VideoReader(path) as reader:
             for index, frame in enumerate(reader):
                 face = select_face(self.detector.detect(frame))
@@ -378,6 +390,7 @@ class VToonifyPipeline:
         name: str | None = None,
         frame_range: tuple[int, int] | None = None,
         overlap: bool = True,
+        max_side: int | None = None,
     ) -> VideoResult:
         """Stylise a video; writes ``<name>_input.mp4`` and ``<name>_vtoonify_<d|t>.mp4`` (with audio).
 
@@ -386,17 +399,51 @@ class VToonifyPipeline:
         ``frame_range=(start, stop)`` stylises only those frames into silent segment files (no B-frames) named
         ``<name>_input.seg<start>.mp4`` / ``<name>_vtoonify_<d|t>.seg<start>.mp4``, for
         :func:`stylize_video_sharded` to join; crop and style code still come from the first face of the video.
+        ``max_side`` shrinks the cropped frames so that their longer side is at most that many pixels; the
+        memory is checked before any frame is stylised, as in :meth:`stylize_image`.
         ``overlap`` decodes (and crops) ahead and encodes behind in two threads while the model runs
         (:mod:`pipeline.overlap`); the output is the same either way.
         """
         from tqdm.auto import tqdm
 
-        from pipeline.video import VideoReader, VideoWriter, probe
+        check("style_degree", style_degree)
+        plan = self._plan_video(path, output_dir, style_id, color_transfer, scale_image, padding, batch_size, track,
+                                smooth_parsing, parsing_map_path, name, frame_range, max_side)
+        h, w = plan.size
+        with VideoReader(path) as reader, \
+                VideoWriter(plan.in_path, plan.info.fps, w, h, **plan.writer_options) as w_in, \
+                VideoWriter(plan.out_path, plan.info.fps, 4 * w, 4 * h, **plan.writer_options) as w_out, \
+                tqdm(total=plan.total, unit="frame", disable=not progress, desc=plan.out_path.name) as bar, \
+                (Prefetcher(plan.crops(reader), depth=2 * plan.batch_size) if overlap
+                 else nullcontext(plan.crops(reader))) as frames, \
+                (BackgroundWorker(depth=4 * plan.batch_size) if overlap else _InlineWorker()) as encoder:
 
+            def emit(crop: np.ndarray, out: np.ndarray, time: float | None) -> None:
+                encoder.submit(_write_pair, w_in, w_out, crop, out, time)
+                bar.update(1)
+
+            batcher = _FrameBatcher(self, plan, style_degree, emit)
+            for index, crop, time in frames:
+                batcher.add(index, crop, time)
+            batcher.finish()
+        return VideoResult(plan.in_path, plan.out_path, batcher.written, float(plan.info.fps), plan.first, plan.params)
+
+    def _plan_video(self, path, output_dir, style_id, color_transfer, scale_image, padding, batch_size, track,
+                    smooth_parsing, parsing_map_path, name, frame_range, max_side) -> _VideoPlan:
+        """Everything :meth:`stylize_video` decides before reading frames: first face, crop, style code,
+        tracker, parsing maps or smoother, output paths and frame range (checked against each other)."""
+        _check_options(style_degree=None, padding=padding, max_side=max_side)
+        if batch_size is not None:
+            check("batch_size", batch_size)
+        check("smooth_parsing", smooth_parsing)
         info = probe(path)
         batch_size = batch_size or (4 if self.device.type == "cuda" else 1)
+        if not scale_image:
+            self._check_memory(_fitted_size((info.height, info.width), max_side), batch_size)
         first, params, first_crop, first_lm = self.find_first_face(path, padding, scale_image)
         style = self.style_code(first_crop, style_id, color_transfer, first_lm)
+        first_crop = _fit_side(first_crop, max_side)
+        self._check_memory(first_crop.shape[:2], batch_size)
         tracker = FaceTracker(params, self.detector) if (track and params is not None) else None
         maps = _load_parsing_maps(parsing_map_path) if parsing_map_path else None
         smoother = None
@@ -404,91 +451,134 @@ class VToonifyPipeline:
             from pipeline.smoothing import ParsingSmoother
 
             smoother = ParsingSmoother(window_size=smooth_parsing)
-
         h, w = first_crop.shape[:2]
         if maps is not None and tuple(maps.shape[-2:]) != (h + (-h) % 8, w + (-w) % 8):
-            raise ValueError(f"{parsing_map_path}: parsing maps are {tuple(maps.shape[-2:])}, the cropped frames are {(h, w)}")
+            raise InputError(f"{parsing_map_path}: parsing maps are {tuple(maps.shape[-2:])}, the cropped frames are {(h, w)}")
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        name = name or Path(path).stem
-        in_path = output_dir / f"{name}_input.mp4"
-        out_path = output_dir / f"{name}_vtoonify_{'d' if self.backbone == 'dualstylegan' else 't'}.mp4"
+        in_path, out_path = output_paths(output_dir, name or Path(path).stem, self.backbone, ".mp4")
         start, stop = 0, None
-        writer_options: dict = {"audio_from": path}
+        writer_options: dict = {"audio_from": path, "timestamps": True}  # output timing follows the input's
         if frame_range is not None:
-            from pipeline.video import SEGMENT_CODEC_OPTIONS
-
             start, stop = frame_range
             if track or smooth_parsing:
-                raise ValueError("--track and --smooth_parsing need the whole video in one process (no frame ranges)")
+                raise OptionError("--track and --smooth_parsing need the whole video in one process (no frame ranges)")
             in_path, out_path = (p.with_name(f"{p.stem}.seg{start:08d}.mp4") for p in (in_path, out_path))
             writer_options = {"codec_options": SEGMENT_CODEC_OPTIONS}
+        return _VideoPlan(path, info, first, params, style, tracker, maps, parsing_map_path, smoother, (h, w),
+                          in_path, out_path, start, stop, writer_options, batch_size, max_side)
 
-        queue: deque = deque()  # (cropped frame, x (3,H,W), parsing (19,H,W)) ready for VToonify
-        pending: dict[int, tuple[np.ndarray, torch.Tensor]] = {}  # waiting for the smoother
-        written = 0
-        total = (min(stop, info.frame_count) if stop is not None else info.frame_count) - start
 
-        def crops(reader):  # runs in the read-ahead thread when overlap is on: decode + crop (+ tracking)
-            for index, frame in enumerate(reader):
-                if index < start:
-                    continue
-                if stop is not None and index >= stop:
-                    break
-                if params is None:
-                    crop = frame
-                elif tracker is not None and index >= first:
-                    crop = apply_crop(frame, tracker.update(frame))
-                else:
-                    crop = apply_crop(frame, params)
-                if crop.shape[:2] != (h, w):
-                    raise ValueError(f"{path}: frame {index} is {crop.shape[1]}x{crop.shape[0]}, expected {w}x{h}")
-                yield index, crop
+@dataclass
+class _VideoPlan:
+    """What :meth:`VToonifyPipeline.stylize_video` stylises and where it writes (see ``_plan_video``)."""
 
-        with VideoReader(path) as reader, VideoWriter(in_path, info.fps, w, h, **writer_options) as w_in, \
-                VideoWriter(out_path, info.fps, 4 * w, 4 * h, **writer_options) as w_out, \
-                tqdm(total=total, unit="frame", disable=not progress, desc=out_path.name) as bar, \
-                (Prefetcher(crops(reader), depth=2 * batch_size) if overlap else nullcontext(crops(reader))) as frames, \
-                (BackgroundWorker(depth=4 * batch_size) if overlap else _InlineWorker()) as encoder:
+    path: str | os.PathLike
+    info: VideoInfo
+    first: int  # index of the first frame with a face
+    params: CropParams | None  # rescale/crop of the first face (None: frames as they are)
+    style: torch.Tensor  # the W+ code of every frame
+    tracker: FaceTracker | None
+    maps: np.ndarray | None  # precomputed parsing logits, one per frame
+    maps_path: str | os.PathLike | None
+    smoother: object | None  # pipeline.smoothing.ParsingSmoother
+    size: tuple[int, int]  # (h, w) of the cropped frames
+    in_path: Path
+    out_path: Path
+    start: int
+    stop: int | None
+    writer_options: dict
+    batch_size: int
+    max_side: int | None = None
 
-            def write_pair(crop: np.ndarray, out: np.ndarray) -> None:
-                w_in.write(crop)
-                w_out.write(out)
+    @property
+    def total(self) -> int:
+        """Frames that will be stylised (as the container declares them)."""
+        count = self.info.frame_count
+        return (min(self.stop, count) if self.stop is not None else count) - self.start
 
-            def flush(min_size: int) -> None:
-                nonlocal written
-                while len(queue) >= max(min_size, 1):
-                    items = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
-                    # a compiled model keeps one graph per shape: pad a short last batch with copies of its last frame
-                    pad = batch_size - len(items) if self.compile is not None else 0
-                    x = torch.stack([it[1] for it in items] + [items[-1][1]] * pad)
-                    parsing = torch.stack([it[2] for it in items] + [items[-1][2]] * pad)
-                    y = self.stylize_tensor(x, style, style_degree, parsing)[: len(items)]
-                    for (crop, _, _), out in zip(items, tensor_to_frames(y)):
-                        encoder.submit(write_pair, crop, out[: 4 * h, : 4 * w])
-                    written += len(items)
-                    bar.update(len(items))
+    def crops(self, reader: VideoReader) -> Iterator[tuple[int, np.ndarray, float | None]]:
+        """``(index, cropped frame, presentation time)`` of the frame range: decode + crop (+ tracking); runs
+        in the read-ahead thread when overlap is on."""
+        h, w = self.size
+        for index, frame in enumerate(reader):
+            if index < self.start:
+                continue
+            if self.stop is not None and index >= self.stop:
+                break
+            if self.params is None:
+                crop = frame
+            elif self.tracker is not None and index >= self.first:
+                crop = apply_crop(frame, self.tracker.update(frame))
+            else:
+                crop = apply_crop(frame, self.params)
+            crop = _fit_side(crop, self.max_side)
+            if crop.shape[:2] != (h, w):
+                raise VideoError(f"{self.path}: frame {index} is {crop.shape[1]}x{crop.shape[0]}, expected {w}x{h}")
+            yield index, crop, reader.frame_time
 
-            for index, crop in frames:
-                x = frames_to_tensor([_pad_to_multiple(crop)], self.device, self.dtype)
-                if maps is not None:
-                    if index >= len(maps):
-                        raise ValueError(f"{parsing_map_path} has {len(maps)} maps but the video has more frames")
-                    parsing = torch.from_numpy(np.array(maps[index], dtype=np.float32)).to(self.device, self.dtype)
-                else:
-                    parsing = self.parse(x)[0]
-                if smoother is None:
-                    queue.append((crop, x[0], parsing))
-                else:
-                    pending[index] = (crop, x[0])
-                    for j, smoothed in smoother.push(x[0], parsing):
-                        queue.append((*pending.pop(j), smoothed.to(self.device, self.dtype)))
-                flush(batch_size)
-            if smoother is not None:
-                for j, smoothed in smoother.flush():
-                    queue.append((*pending.pop(j), smoothed.to(self.device, self.dtype)))
-            flush(1)
-        return VideoResult(in_path, out_path, written, float(info.fps), first, params)
+
+class _FrameBatcher:
+    """Cropped frames in, stylised frames out (to ``emit(crop, out, time)``), in order, ``plan.batch_size`` at a time.
+
+    Each frame gets its parsing logits (precomputed maps, or BiSeNet), goes through the parsing smoother
+    when there is one (which hands frames back a few frames later), and waits in a queue until a batch is
+    full. A compiled model keeps one graph per shape, so a short last batch is padded with copies of its
+    last frame.
+    """
+
+    def __init__(self, pipe: VToonifyPipeline, plan: _VideoPlan, style_degree: float,
+                 emit: Callable[[np.ndarray, np.ndarray, float | None], None]):
+        self.pipe, self.plan, self.style_degree, self.emit = pipe, plan, style_degree, emit
+        self.queue: deque = deque()  # (cropped frame, time, x (3,H,W), parsing (19,H,W)) ready for VToonify
+        self.pending: dict[int, tuple[np.ndarray, float | None, torch.Tensor]] = {}  # waiting for the smoother
+        self.written = 0
+
+    def add(self, index: int, crop: np.ndarray, time: float | None = None) -> None:
+        pipe = self.pipe
+        x = frames_to_tensor([_pad_to_multiple(crop)], pipe.device, pipe.dtype)
+        parsing = self._parsing(index, x)
+        if self.plan.smoother is None:
+            self.queue.append((crop, time, x[0], parsing))
+        else:
+            self.pending[index] = (crop, time, x[0])
+            self._take_smoothed(self.plan.smoother.push(x[0], parsing))
+        self._flush(self.plan.batch_size)
+
+    def finish(self) -> None:
+        if self.plan.smoother is not None:
+            self._take_smoothed(self.plan.smoother.flush())
+        self._flush(1)
+
+    def _parsing(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        maps = self.plan.maps
+        if maps is None:
+            return self.pipe.parse(x)[0]
+        if index >= len(maps):
+            raise InputError(f"{self.plan.maps_path} has {len(maps)} maps but the video has more frames")
+        return torch.from_numpy(np.array(maps[index], dtype=np.float32)).to(self.pipe.device, self.pipe.dtype)
+
+    def _take_smoothed(self, ready) -> None:
+        for j, smoothed in ready:
+            self.queue.append((*self.pending.pop(j), smoothed.to(self.pipe.device, self.pipe.dtype)))
+
+    def _flush(self, min_size: int) -> None:
+        pipe, batch_size = self.pipe, self.plan.batch_size
+        h, w = self.plan.size
+        while len(self.queue) >= max(min_size, 1):
+            items = [self.queue.popleft() for _ in range(min(batch_size, len(self.queue)))]
+            pad = batch_size - len(items) if pipe.compile is not None else 0
+            x = torch.stack([it[2] for it in items] + [items[-1][2]] * pad)
+            parsing = torch.stack([it[3] for it in items] + [items[-1][3]] * pad)
+            y = pipe.stylize_tensor(x, self.plan.style, self.style_degree, parsing)[: len(items)]
+            for (crop, time, _, _), out in zip(items, tensor_to_frames(y)):
+                self.emit(crop, out[: 4 * h, : 4 * w], time)
+            self.written += len(items)
+
+
+def _write_pair(w_in: VideoWriter, w_out: VideoWriter, crop: np.ndarray, out: np.ndarray, time: float | None) -> None:
+    w_in.write_at(crop, time)
+    w_out.write_at(out, time)
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -535,54 +625,7 @@ def _load_parsing_maps(path: str | os.PathLike) -> np.ndarray:
     try:
         maps = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a parsing-map .npy array ({e})") from e
+        raise InputError(f"{path}: not a parsing-map .npy array ({e})") from e
     if maps.ndim != 4 or maps.shape[1] != 19:
-        raise ValueError(f"{path}: expected (frames, 19, H, W) parsing maps, got shape {maps.shape}")
+        raise InputError(f"{path}: expected (frames, 19, H, W) parsing maps, got shape {maps.shape}")
     return maps
-
-
-def shard_range(n_frames: int, rank: int, world: int) -> tuple[int, int]:
-    """The contiguous frame range ``[start, stop)`` of ``rank`` among ``world`` processes."""
-    return n_frames * rank // world, n_frames * (rank + 1) // world
-
-
-def stylize_video_sharded(pipe: VToonifyPipeline, path: str | os.PathLike, output_dir: str | os.PathLike, rank: int,
-                          world: int, all_ok, name: str | None = None, **kwargs) -> VideoResult | None:
-    """Split one video across ``world`` processes: each stylises a contiguous frame range into segments, then
-    rank 0 joins the segments without re-encoding and adds the source audio.
-
-    ``all_ok(ok: bool) -> bool`` must be a collective that returns True only if every rank passed True (e.g.
-    an all-reduce); it doubles as the barrier. Returns the result on rank 0, None elsewhere. On any failure
-    every segment is removed and nothing is left under the final names.
-    """
-    from pipeline.video import concat_segments, probe
-
-    info = probe(path)
-    name = name or Path(path).stem
-    start, stop = shard_range(info.frame_count, rank, world)
-    result, error = None, None
-    try:
-        if stop > start:
-            result = pipe.stylize_video(path, output_dir, name=name, frame_range=(start, stop), **kwargs)
-    except Exception as e:  # noqa: BLE001 - reported after the collective, so no rank waits forever
-        error = e
-    ok = all_ok(error is None)
-    output_dir = Path(output_dir)
-    suffix = "d" if pipe.backbone == "dualstylegan" else "t"
-    finals = [output_dir / f"{name}_input.mp4", output_dir / f"{name}_vtoonify_{suffix}.mp4"]
-    segments = [sorted(output_dir.glob(f"{f.stem}.seg*.mp4")) for f in finals]
-    try:
-        if error is not None:
-            raise error
-        if not ok:
-            raise RuntimeError("another process failed while stylising its part of the video")
-        if rank != 0:
-            return None
-        frames = [concat_segments(parts, final, audio_from=path) for parts, final in zip(segments, finals)][1]
-        return VideoResult(finals[0], finals[1], frames, float(info.fps), result.first_face_frame if result else -1,
-                           result.crop if result else None)
-    finally:
-        all_ok(True)  # every rank has read the segment list before any is deleted
-        if rank == 0:
-            for part in segments[0] + segments[1]:
-                part.unlink(missing_ok=True)

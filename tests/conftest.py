@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import ast
 import csv
+import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+# Nothing downloads in tests: the first-run download of missing default checkpoints is off (the tests of that
+# feature turn it on with a fake downloader).
+os.environ.setdefault("VTOONIFY_NO_DOWNLOAD", "1")
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"

@@ -1,4 +1,4 @@
-"""Video input/output (pipeline/video.py): probing, streaming decode, H.264 + audio writing, atomic output."""
+"""Video input/output (pipeline/videoio/, pipeline/samples.py): probing, streaming decode, H.264 + audio writing, atomic output."""
 from __future__ import annotations
 
 import weakref
@@ -11,14 +11,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from pipeline.video import (
-    VideoError,
-    VideoReader,
-    VideoWriter,
-    probe,
-    synthesize_test_video,
-    synthetic_frames,
-)
+from pipeline.samples import synthesize_test_video, synthetic_frames
+from pipeline.videoio import VideoError, VideoReader, VideoWriter, probe
 
 SIZE = (128, 96)  # (W, H) of the test videos
 FPS = 10

@@ -1,0 +1,40 @@
+"""What a stylisation returns, and the names of the files it writes.
+
+:func:`output_paths` is the one naming rule of the outputs: ``<name>_input<ext>`` (the rescaled and
+cropped input) and ``<name>_vtoonify_<d|t><ext>`` (the result, ``d`` for VToonify-D, ``t`` for
+VToonify-T) in the output folder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.faces import CropParams
+
+__all__ = ["ImageResult", "VideoResult", "output_paths"]
+
+
+def output_paths(output_dir: str | Path, name: str, backbone: str, ext: str) -> tuple[Path, Path]:
+    """``(input copy, result)`` paths for input name ``name`` and ``backbone`` (``ext`` with its dot)."""
+    suffix = "d" if backbone == "dualstylegan" else "t"
+    output_dir = Path(output_dir)
+    return output_dir / f"{name}_input{ext}", output_dir / f"{name}_vtoonify_{suffix}{ext}"
+
+
+@dataclass
+class ImageResult:
+    input: np.ndarray  # the (rescaled, cropped) RGB input, H x W
+    output: np.ndarray  # RGB stylised image, 4H x 4W
+    crop: CropParams | None
+
+
+@dataclass
+class VideoResult:
+    input_path: Path
+    output_path: Path
+    frames: int
+    fps: float
+    first_face_frame: int
+    crop: CropParams | None
