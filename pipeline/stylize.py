@@ -265,9 +265,25 @@ class VToonifyPipeline:
         code = torch.from_numpy(list(self.exstyles.values())[style_id]).to(self.device, self.dtype)
         return self.vtoonify.zplus2wplus(code)
 
+    def exemplar_code(self, style_image, aligned: bool = False, refine: int = 0, progress: bool = True,
+                      **options) -> np.ndarray:
+        """The Z+ code (float32 (1, 18, 512)) of any style image, as in ``exstyle_code.npy``
+        (:class:`pipeline.exstyle.ExemplarEncoder`; ``options``: ``cache_dir``, ``perceptual``, ``lr``, ``reg``)."""
+        from pipeline.exstyle import exemplar_code
+
+        return exemplar_code(self, style_image, aligned, refine, progress, **options)
+
+    def _exemplar(self, style_image) -> torch.Tensor | None:
+        """``style_image`` (None, an image, or a float (1, 18, 512) code from :meth:`exemplar_code`) as a Z+ tensor."""
+        if style_image is None:
+            return None
+        code = np.asarray(style_image) if isinstance(style_image, np.ndarray) and style_image.dtype == np.float32 \
+            else self.exemplar_code(style_image)
+        return torch.from_numpy(code).to(self.device)
+
     @torch.inference_mode()
     def style_code(self, frame: np.ndarray, style_id: int = 26, color_transfer: bool = False,
-                   lm: np.ndarray | None = None) -> torch.Tensor:
+                   lm: np.ndarray | None = None, exemplar: torch.Tensor | None = None) -> torch.Tensor:
         """The W+ code (1, 18, 512) used for ``frame`` (the rescaled/cropped frame, RGB uint8).
 
         The face is detected again in ``frame`` as in the original; if that fails (dlib is sensitive to
@@ -283,7 +299,7 @@ class VToonifyPipeline:
         if not self.keep_style_encoder:
             self._pspencoder = None
         if self.backbone == "dualstylegan":
-            exstyle = self.exstyle(style_id)
+            exstyle = self.exstyle(style_id) if exemplar is None else self.vtoonify.zplus2wplus(exemplar.to(self.dtype))
             if color_transfer:
                 s_w = exstyle
             else:
@@ -337,14 +353,15 @@ class VToonifyPipeline:
 
     # ------------------------------------------------------------------------------------------- image
     def stylize_image(self, image: np.ndarray, style_id: int = 26, style_degree: float = 0.5, color_transfer: bool = False,
-                      scale_image: bool = False, padding: Sequence[int] = DEFAULT_PADDING) -> ImageResult:
-        """Stylise one RGB uint8 image."""
+                      scale_image: bool = False, padding: Sequence[int] = DEFAULT_PADDING, style_image=None) -> ImageResult:
+        """Stylise one RGB uint8 image (``style_image``: an exemplar instead of ``style_id``, see :meth:`_exemplar`)."""
+        exemplar = self._exemplar(style_image)
         face = select_face(self.detector.detect(image))
         if face is None:
             raise NoFaceError("no face found in the image")
         params = crop_parameters(image, face.landmarks, padding) if scale_image else None
         frame = apply_crop(image, params) if params else image
-        style = self.style_code(frame, style_id, color_transfer, landmarks_in_crop(face.landmarks, image, params))
+        style = self.style_code(frame, style_id, color_transfer, landmarks_in_crop(face.landmarks, image, params), exemplar)
         return ImageResult(frame, self.stylize_frames([frame], style, style_degree)[0], params)
 
     # ------------------------------------------------------------------------------------------- video
@@ -379,6 +396,7 @@ class VToonifyPipeline:
         name: str | None = None,
         frame_range: tuple[int, int] | None = None,
         overlap: bool = True,
+        style_image=None,
     ) -> VideoResult:
         """Stylise a video; writes ``<name>_input.mp4`` and ``<name>_vtoonify_<d|t>.mp4`` (with audio).
 
@@ -388,16 +406,17 @@ class VToonifyPipeline:
         ``<name>_input.seg<start>.mp4`` / ``<name>_vtoonify_<d|t>.seg<start>.mp4``, for
         :func:`stylize_video_sharded` to join; crop and style code still come from the first face of the video.
         ``overlap`` decodes (and crops) ahead and encodes behind in two threads while the model runs
-        (:mod:`pipeline.overlap`); the output is the same either way.
+        (:mod:`pipeline.overlap`); the output is the same either way. ``style_image``: see :meth:`stylize_image`.
         """
         from tqdm.auto import tqdm
 
         from pipeline.video import VideoReader, VideoWriter, probe
 
+        exemplar = self._exemplar(style_image)
         info = probe(path)
         batch_size = batch_size or (4 if self.device.type == "cuda" else 1)
         first, params, first_crop, first_lm = self.find_first_face(path, padding, scale_image)
-        style = self.style_code(first_crop, style_id, color_transfer, first_lm)
+        style = self.style_code(first_crop, style_id, color_transfer, first_lm, exemplar)
         tracker = FaceTracker(params, self.detector) if (track and params is not None) else None
         maps = _load_parsing_maps(parsing_map_path) if parsing_map_path else None
         smoother = None
