@@ -181,3 +181,43 @@ def test_unusable_pictures_are_listed_and_stop_before_work(ffhq_file, tmp_path, 
     refs = align_references(list_images([folder]), tmp_path / "cache", SIZE, detector=FaceDetector())
     assert refs.names == ["astronaut.png"] and [n for n, _ in refs.skipped] == ["cat.png", "notes.jpg"]
     assert refs.images.shape == (1, SIZE, SIZE, 3) and len(list((tmp_path / "cache").glob("*.png"))) == 1
+
+
+def test_pictures_to_video_model_chain(tmp_path, frozen_helpers):
+    """Pictures -> teacher -> VToonify-T stage 1 and 2 (train_vtoonify.main) -> style_transfer.py stylises a photo
+    with it; a second run with --resume finds every stage done and changes nothing."""
+    from model.stylegan.model import Discriminator, Generator
+    import style_transfer
+    from train_style import main
+
+    torch.manual_seed(0)
+    ffhq = tmp_path / "ffhq.pt"
+    torch.save({"g_ema": Generator(256, 512, 8, channel_multiplier=1, channel_max=32).state_dict(),
+                "d": Discriminator(256, channel_multiplier=1, channel_max=32).state_dict()}, ffhq)
+    np.save(tmp_path / "directions.npy", (0.1 * np.random.default_rng(0).standard_normal((4, 18, 512))).astype(np.float32))
+    images = tmp_path / "refs"
+    images.mkdir()
+    for i, im in enumerate(style_images(4)):
+        cv2.imwrite(str(images / f"ref{i}.png"), cv2.resize(im, (256, 256), interpolation=cv2.INTER_NEAREST))
+    ckpt = tmp_path / "checkpoint"
+    argv = ["--images", str(images), "--name", "mine", "--aligned", "--mode", "collection", "--iter", "2", "--batch", "2",
+            "--stylegan_path", str(ffhq), "--checkpoint_dir", str(ckpt), "--device", "cpu", "--no_progress",
+            "--style_encoder_path", str(frozen_helpers["encoder"]), "--faceparsing_path", str(frozen_helpers["faceparsing"]),
+            "--direction_path", str(tmp_path / "directions.npy"), "--log_dir", str(tmp_path / "log"),
+            "--vtoonify", "--pretrain_iter", "2", "--distill_iter", "2", "--vtoonify_batch", "2", "--perc_loss", "0"]
+    assert main(argv) == 0
+    model = ckpt / "vtoonify_t_mine" / "vtoonify.pt"
+    assert (ckpt / "mine" / "finetune-000002.pt").is_file() and (ckpt / "vtoonify_t_mine" / "pretrain.pt").is_file()
+    before = model.read_bytes()
+    assert main(argv + ["--resume"]) == 0
+    assert model.read_bytes() == before
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
+    rc = style_transfer.main(["--content", str(photo), "--ckpt", str(model), "--backbone", "toonify", "--scale_image",
+                              "--style_encoder_path", str(frozen_helpers["encoder"]), "--faceparsing_path",
+                              str(frozen_helpers["faceparsing"]), "--output_path", str(tmp_path / "out"), "--cpu",
+                              "--no_progress"])
+    assert rc == 0
+    out = cv2.imread(str(tmp_path / "out" / "astronaut_vtoonify_t.jpg"))
+    inp = cv2.imread(str(tmp_path / "out" / "astronaut_input.jpg"))
+    assert out is not None and out.shape[:2] == (4 * inp.shape[0], 4 * inp.shape[1])
