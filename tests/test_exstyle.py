@@ -135,18 +135,20 @@ def test_refinement_lowers_reconstruction_loss(aligned_astronaut):
     assert after < 0.98 * before, (before, after)
 
 
-def test_cache_is_hit_on_the_second_run(pipe, aligned_astronaut, tmp_path):
+def test_cache_is_hit_on_the_second_run(aligned_astronaut, tmp_path):
     from pipeline.exstyle import ExemplarEncoder
+    from pipeline.faces import FaceDetector
 
+    detector = FaceDetector()
     calls = []
     encoder = TinyEncoder()
     handle = encoder.register_forward_hook(lambda *a: calls.append(1))
     try:
-        enc = ExemplarEncoder(encoder, pipe.detector, cache_dir=tmp_path / "cache")
+        enc = ExemplarEncoder(encoder, detector, cache_dir=tmp_path / "cache")
         first = enc.code(skdata.astronaut())
         assert len(calls) == 1 and enc.cache_hits == 0
         assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
-        again = ExemplarEncoder(encoder, pipe.detector, cache_dir=tmp_path / "cache")
+        again = ExemplarEncoder(encoder, detector, cache_dir=tmp_path / "cache")
         second = again.code(skdata.astronaut())
         assert len(calls) == 1 and again.cache_hits == 1  # no pSp run
         np.testing.assert_array_equal(first, second)
@@ -157,7 +159,7 @@ def test_cache_is_hit_on_the_second_run(pipe, aligned_astronaut, tmp_path):
         # other weights are other codes: a changed encoder misses the cache
         with torch.no_grad():
             encoder.net[2].bias.add_(1.0)
-        third = ExemplarEncoder(encoder, pipe.detector, cache_dir=tmp_path / "cache").code(skdata.astronaut())
+        third = ExemplarEncoder(encoder, detector, cache_dir=tmp_path / "cache").code(skdata.astronaut())
         assert len(calls) == 3 and np.abs(third - first).min() > 0.5
     finally:
         handle.remove()
