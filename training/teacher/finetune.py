@@ -46,6 +46,7 @@ from model.errors import UserError
 from model.simple_augment import random_apply_affine
 from pipeline.atomic import atomic_output
 from pipeline.sheets import caption, grid
+from pipeline.styles import fit_rows
 
 __all__ = ["TeacherConfig", "TeacherTrainer", "swap_rows", "mix_reference_codes", "match_colour",
            "discriminator_features", "feature_loss", "STATE_NAME", "finetune_name"]
@@ -183,8 +184,6 @@ class TeacherTrainer:
                 z = invert(F.interpolate(self.targets, size=256, mode="area") if self.size > 256 else
                            F.interpolate(self.targets, size=256, mode="bilinear", align_corners=False)
                            if self.size < 256 else self.targets)
-                from pipeline.styles import fit_rows
-
                 z = fit_rows(z.float(), self.n_latent)
                 self.w_ref = torch.stack([self.g0.style(z[:, r]) for r in range(self.n_latent)], 1)
             self.rows = swap_rows(self.n_latent, config.preserve_color)
