@@ -358,11 +358,13 @@ def _too_large(width: int, height: int, scale_image: bool) -> str | None:
 
 def toonify_image(state: AppState, image: ImageInput, model: str, style_id: int = DEFAULT_STYLE_ID,
                   style_degree: float = 0.5, color_transfer: bool = False, scale_image: bool = True,
-                  progress: Progress | None = None, fast: bool = False) -> tuple[np.ndarray | None, str]:
+                  progress: Progress | None = None, fast: bool = False, style_image: str | os.PathLike | None = None,
+                  style_aligned: bool = False) -> tuple[np.ndarray | None, str]:
     """Toonify a photo: ``(result RGB uint8 or None, message for the page)``; ``fast``: bfloat16.
 
     ``image`` is an RGB array or the path of an uploaded file; with ``scale_image`` the photo is rescaled
-    so that the eyes are 64 px apart and cropped around the face (the result is 4x the crop).
+    so that the eyes are 64 px apart and cropped around the face (the result is 4x the crop). ``style_image``
+    (an uploaded picture; ``style_aligned``: already an aligned face square) replaces the exemplar ``style_id``.
     """
     if image is None:
         return None, "Upload a photo first (or press 'Use the sample photo')."
@@ -377,9 +379,10 @@ def toonify_image(state: AppState, image: ImageInput, model: str, style_id: int 
         _report(progress, 0.0, "Loading the model")
         pipe = state.pipeline(model, fast=bool(fast))
         _check_style_id(pipe, int(style_id))
+        code = _exemplar(pipe, style_image, style_aligned)
         _report(progress, 0.2, "Stylising")
         result = pipe.stylize_image(rgb, style_id=int(style_id), style_degree=float(style_degree),
-                                    color_transfer=bool(color_transfer), scale_image=bool(scale_image))
+                                    color_transfer=bool(color_transfer), scale_image=bool(scale_image), style_image=code)
     except NoFaceError:
         return None, f"No face found in this photo. {_NO_FACE_TIP}"
     except _EXPECTED_ERRORS as e:
@@ -390,6 +393,16 @@ def toonify_image(state: AppState, image: ImageInput, model: str, style_id: int 
     (h, w), (oh, ow) = result.input.shape[:2], result.output.shape[:2]
     what = f"cropped around the face to {w}x{h}" if result.crop is not None else f"{w}x{h}"
     return result.output, f"Done in {time.perf_counter() - start:.1f} s: input {what}, result {ow}x{oh}."
+
+
+def _exemplar(pipe: VToonifyPipeline, style_image: str | os.PathLike | None, aligned: bool) -> np.ndarray | None:
+    """The Z+ code of an uploaded exemplar (VToonify-D; cached by :mod:`pipeline.exstyle`), or None.
+
+    ``style_image`` is a file path, or Gradio's description of an upload (``{'path': ...}``) when the
+    handler runs without preprocessing."""
+    if isinstance(style_image, dict):
+        style_image = style_image.get("path")
+    return None if not style_image else pipe.exemplar_code(style_image, aligned=bool(aligned), progress=False)
 
 
 def _over_limits(config: AppConfig, duration: float, frames: int) -> str | None:
@@ -420,7 +433,8 @@ def describe_video(state: AppState, video: str | os.PathLike | None) -> str:
 def toonify_video(state: AppState, video: str | os.PathLike | None, model: str, style_id: int = DEFAULT_STYLE_ID,
                   style_degree: float = 0.5, color_transfer: bool = False, scale_image: bool = True,
                   track: bool = False, smooth_parsing: int = 0,
-                  progress: Progress | None = None, fast: bool = False) -> tuple[str | None, str]:
+                  progress: Progress | None = None, fast: bool = False, style_image: str | os.PathLike | None = None,
+                  style_aligned: bool = False) -> tuple[str | None, str]:
     """Toonify a video: ``(path of the result MP4 or None, message for the page)``; ``fast``: bfloat16.
 
     The video is checked against the limits before any model runs. The result is H.264 with the input's
@@ -444,11 +458,12 @@ def toonify_video(state: AppState, video: str | os.PathLike | None, model: str, 
         _report(progress, 0.02, "Loading the model")
         pipe = state.pipeline(model, fast=bool(fast))
         _check_style_id(pipe, int(style_id))
+        code = _exemplar(pipe, style_image, style_aligned)
         _report(progress, 0.05, "Finding the face")
         result = pipe.stylize_video(video, state.new_job_dir(), style_id=int(style_id), style_degree=float(style_degree),
                                     color_transfer=bool(color_transfer), scale_image=bool(scale_image), track=bool(track),
                                     smooth_parsing=int(smooth_parsing), progress=progress is not None,
-                                    name=Path(video).stem)
+                                    name=Path(video).stem, style_image=code)
     except NoFaceError:
         return None, f"No face found in any frame of this video. {_NO_FACE_TIP}"
     except _EXPECTED_ERRORS as e:
@@ -533,18 +548,20 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
 
     # Gradio recognises a handler's progress tracker by its default value, hence the calls in the defaults.
     def run_photo(upload: dict[str, Any] | None, label: str, style: float, degree: float, color: bool, crop: bool,
-                  fast_on: bool, progress: gr.Progress = gr.Progress()) -> tuple[np.ndarray | None, str]:  # noqa: B008
+                  fast_on: bool, exemplar: str | None, aligned: bool,
+                  progress: gr.Progress = gr.Progress()) -> tuple[np.ndarray | None, str]:  # noqa: B008
         """Runs without Gradio's preprocessing: ``upload`` is the uploaded file's description, and the file
         is decoded by :func:`toonify_image`, which says what is wrong with one Pillow cannot read (Gradio's
         own decoding would fail before the handler, with a bare "Error" on the page)."""
         path = upload.get("path") if upload else None
-        return toonify_image(state, path, label, int(style), degree, color, crop, progress=progress, fast=fast_on)
+        return toonify_image(state, path, label, int(style), degree, color, crop, progress=progress, fast=fast_on,
+                             style_image=exemplar, style_aligned=aligned)
 
     def run_video(video: str | None, label: str, style: float, degree: float, color: bool, crop: bool, fast_on: bool,
-                  track: bool, smooth: float,
+                  track: bool, smooth: float, exemplar: str | None, aligned: bool,
                   progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple[str | None, str]:  # noqa: B008
         return toonify_video(state, video, label, int(style), degree, color, crop, track, int(smooth), progress=progress,
-                             fast=fast_on)
+                             fast=fast_on, style_image=exemplar, style_aligned=aligned)
 
     def check_video(video: str | None) -> str:
         return describe_video(state, video)
@@ -574,6 +591,11 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
                                    info="rescale so that the eyes are 64 px apart and crop; the result is 4x the input")
                 fast = gr.Checkbox(False, label="Fast (bfloat16)", elem_id="fast", info=FAST_TOGGLE_INFO,
                                    visible=fast_mode_available(config.device, config.dtype))
+                with gr.Accordion("Your own exemplar (VToonify-D)", open=False):
+                    exemplar = gr.Image(label="Style image", type="filepath", sources=["upload", "clipboard"],
+                                        elem_id="style-image")
+                    exemplar_aligned = gr.Checkbox(False, label="Already an aligned face", elem_id="style-aligned",
+                                                   info="a square face crop (drawings where no face is found)")
             with gr.Column(scale=3), gr.Tabs():
                 with gr.Tab("Photo", id="photo"):
                     with gr.Row():
@@ -606,12 +628,14 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
         style_id.input(show_style, style_inputs, style_outputs, trigger_mode="always_last", concurrency_id="thumbnail")
 
         photo_sample.click(sample_photo, None, photo)
-        photo_run.click(run_photo, [photo, model, style_id, degree, color_transfer, crop, fast], [photo_result, photo_status],
+        photo_run.click(run_photo, [photo, model, style_id, degree, color_transfer, crop, fast, exemplar, exemplar_aligned],
+                        [photo_result, photo_status],
                         preprocess=False, concurrency_id="stylize", concurrency_limit=1)
 
         video.upload(check_video, video, video_status)
         video_sample.click(use_sample_video, None, [video, video_status])
-        video_run.click(run_video, [video, model, style_id, degree, color_transfer, crop, fast, track, smooth],
+        video_run.click(run_video, [video, model, style_id, degree, color_transfer, crop, fast, track, smooth, exemplar,
+                                    exemplar_aligned],
                         [video_result, video_status], concurrency_id="stylize", concurrency_limit=1)
     return demo
 

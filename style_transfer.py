@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the result is 4x that); bounds the memory of large inputs")
     p.add_argument("--no_download", action="store_true",
                    help="never download missing default checkpoints (also: VTOONIFY_NO_DOWNLOAD=1)")
+    p.add_argument("--style_image", type=str, default=None,
+                   help="VToonify-D: any picture as the exemplar instead of --style_id (FFHQ-aligned, pSp-encoded, cached)")
+    p.add_argument("--style_aligned", action="store_true", help="--style_image is already an aligned face square (no dlib)")
+    p.add_argument("--style_refine", type=int, default=0, metavar="N",
+                   help="refine the --style_image code with N optimisation steps through DualStyleGAN (needs the LPIPS weights)")
     return p
 
 
@@ -139,7 +144,11 @@ def _run(args: argparse.Namespace) -> list[Path]:
                             faceparsing_path=args.faceparsing_path, exstyle_path=args.exstyle_path, device=device,
                             dtype=dtype, landmark_path=args.landmark_path, keep_style_encoder=False,
                             compile=args.compile)
-    if pipe.backbone == "dualstylegan":
+    style_image = None
+    if args.style_image:  # encoded (and refined) before any work, so a bad exemplar fails first
+        style_image = pipe.exemplar_code(args.style_image, aligned=args.style_aligned, refine=args.style_refine,
+                                         progress=not args.no_progress)
+    elif pipe.backbone == "dualstylegan":
         pipe.exstyle(args.style_id)  # validates --style_id before any work
     tip = bf16_tip(pipe.device, dtype)
     if tip:
@@ -151,7 +160,7 @@ def _run(args: argparse.Namespace) -> list[Path]:
         options = dict(style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
                        scale_image=args.scale_image, padding=args.padding, batch_size=args.batch_size, track=args.track,
                        smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path,
-                       max_side=args.max_side)
+                       max_side=args.max_side, style_image=style_image)
         if world > 1:  # one contiguous frame range per torchrun process, joined losslessly by rank 0
             from pipeline.sharding import run_under_torchrun
 
@@ -163,7 +172,8 @@ def _run(args: argparse.Namespace) -> list[Path]:
         return [result.input_path, result.output_path] if result is not None else []
 
     result = pipe.stylize_image(rgb, style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
-                                scale_image=args.scale_image, padding=args.padding, max_side=args.max_side)
+                                scale_image=args.scale_image, padding=args.padding, max_side=args.max_side,
+                                style_image=style_image)
     paths = list(output_paths(args.output_path, basename, pipe.backbone, ".jpg"))
     atomic_imwrite(paths[0], result.input)
     atomic_imwrite(paths[1], result.output)

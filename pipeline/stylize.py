@@ -269,9 +269,25 @@ class VToonifyPipeline:
         code = torch.from_numpy(list(self.exstyles.values())[style_id]).to(self.device)
         return self.vtoonify.zplus2wplus(code)
 
+    def exemplar_code(self, style_image, aligned: bool = False, refine: int = 0, progress: bool = True,
+                      **options) -> np.ndarray:
+        """The Z+ code (float32 (1, 18, 512)) of any style image, as in ``exstyle_code.npy``
+        (:class:`pipeline.exstyle.ExemplarEncoder`; ``options``: ``cache_dir``, ``perceptual``, ``lr``, ``reg``)."""
+        from pipeline.exstyle import exemplar_code
+
+        return exemplar_code(self, style_image, aligned, refine, progress, **options)
+
+    def _exemplar(self, style_image) -> torch.Tensor | None:
+        """``style_image`` (None, an image, or a float (1, 18, 512) code from :meth:`exemplar_code`) as a Z+ tensor."""
+        if style_image is None:
+            return None
+        code = np.asarray(style_image) if isinstance(style_image, np.ndarray) and style_image.dtype == np.float32 \
+            else self.exemplar_code(style_image)
+        return torch.from_numpy(code).to(self.device)
+
     @torch.inference_mode()
     def style_code(self, frame: np.ndarray, style_id: int = 26, color_transfer: bool = False,
-                   lm: np.ndarray | None = None) -> torch.Tensor:
+                   lm: np.ndarray | None = None, exemplar: torch.Tensor | None = None) -> torch.Tensor:
         """The W+ code (1, 18, 512) used for ``frame`` (the rescaled/cropped frame, RGB uint8).
 
         The face is detected again in ``frame`` as in the original; if that fails (dlib is sensitive to
@@ -287,7 +303,8 @@ class VToonifyPipeline:
         if not self.keep_style_encoder:
             self._pspencoder = None
         if self.backbone == "dualstylegan":
-            s_w = exstyle_code(self.exstyle(style_id), s_w, color_transfer)
+            exstyle = self.exstyle(style_id) if exemplar is None else self.vtoonify.zplus2wplus(exemplar.to(self.dtype))
+            s_w = exstyle_code(exstyle, s_w, color_transfer)
         return s_w
 
     # ------------------------------------------------------------------------------------------ frames
@@ -333,22 +350,24 @@ class VToonifyPipeline:
     # ------------------------------------------------------------------------------------------- image
     def stylize_image(self, image: np.ndarray, style_id: int = 26, style_degree: float = 0.5, color_transfer: bool = False,
                       scale_image: bool = False, padding: Sequence[int] = DEFAULT_PADDING,
-                      max_side: int | None = None) -> ImageResult:
+                      max_side: int | None = None, style_image=None) -> ImageResult:
         """Stylise one RGB uint8 image.
 
         ``max_side`` shrinks the (cropped) input so that its longer side is at most that many pixels. The
         memory the stylisation needs is estimated before any work (:func:`pipeline.memory.check_memory`):
         an input too large for this machine is refused with the estimate and the options that fix it.
+        ``style_image``: an exemplar instead of ``style_id`` (see :meth:`_exemplar`).
         """
         _check_options(style_degree, padding, max_side)
         if not scale_image:
             self._check_memory(_fitted_size(image.shape[:2], max_side), 1)
+        exemplar = self._exemplar(style_image)
         face = select_face(self.detector.detect(image))
         if face is None:
             raise NoFaceError("no face found in the image")
         params = crop_parameters(image, face.landmarks, padding) if scale_image else None
         frame = apply_crop(image, params) if params else image
-        style = self.style_code(frame, style_id, color_transfer, landmarks_in_crop(face.landmarks, image, params))
+        style = self.style_code(frame, style_id, color_transfer, landmarks_in_crop(face.landmarks, image, params), exemplar)
         frame = _fit_side(frame, max_side)
         self._check_memory(frame.shape[:2], 1)
         return ImageResult(frame, self.stylize_frames([frame], style, style_degree)[0], params)
@@ -391,6 +410,7 @@ class VToonifyPipeline:
         frame_range: tuple[int, int] | None = None,
         overlap: bool = True,
         max_side: int | None = None,
+        style_image=None,
     ) -> VideoResult:
         """Stylise a video; writes ``<name>_input.mp4`` and ``<name>_vtoonify_<d|t>.mp4`` (with audio).
 
@@ -402,13 +422,13 @@ class VToonifyPipeline:
         ``max_side`` shrinks the cropped frames so that their longer side is at most that many pixels; the
         memory is checked before any frame is stylised, as in :meth:`stylize_image`.
         ``overlap`` decodes (and crops) ahead and encodes behind in two threads while the model runs
-        (:mod:`pipeline.overlap`); the output is the same either way.
+        (:mod:`pipeline.overlap`); the output is the same either way. ``style_image``: see :meth:`stylize_image`.
         """
         from tqdm.auto import tqdm
 
         check("style_degree", style_degree)
         plan = self._plan_video(path, output_dir, style_id, color_transfer, scale_image, padding, batch_size, track,
-                                smooth_parsing, parsing_map_path, name, frame_range, max_side)
+                                smooth_parsing, parsing_map_path, name, frame_range, max_side, style_image)
         h, w = plan.size
         with VideoReader(path) as reader, \
                 VideoWriter(plan.in_path, plan.info.fps, w, h, **plan.writer_options) as w_in, \
@@ -429,19 +449,20 @@ class VToonifyPipeline:
         return VideoResult(plan.in_path, plan.out_path, batcher.written, float(plan.info.fps), plan.first, plan.params)
 
     def _plan_video(self, path, output_dir, style_id, color_transfer, scale_image, padding, batch_size, track,
-                    smooth_parsing, parsing_map_path, name, frame_range, max_side) -> _VideoPlan:
+                    smooth_parsing, parsing_map_path, name, frame_range, max_side, style_image=None) -> _VideoPlan:
         """Everything :meth:`stylize_video` decides before reading frames: first face, crop, style code,
         tracker, parsing maps or smoother, output paths and frame range (checked against each other)."""
         _check_options(style_degree=None, padding=padding, max_side=max_side)
         if batch_size is not None:
             check("batch_size", batch_size)
         check("smooth_parsing", smooth_parsing)
+        exemplar = self._exemplar(style_image)
         info = probe(path)
         batch_size = batch_size or (4 if self.device.type == "cuda" else 1)
         if not scale_image:
             self._check_memory(_fitted_size((info.height, info.width), max_side), batch_size)
         first, params, first_crop, first_lm = self.find_first_face(path, padding, scale_image)
-        style = self.style_code(first_crop, style_id, color_transfer, first_lm)
+        style = self.style_code(first_crop, style_id, color_transfer, first_lm, exemplar)
         first_crop = _fit_side(first_crop, max_side)
         self._check_memory(first_crop.shape[:2], batch_size)
         tracker = FaceTracker(params, self.detector) if (track and params is not None) else None

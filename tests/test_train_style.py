@@ -1,0 +1,223 @@
+"""Style teachers (train_style.py, training/teacher/) on a small random StyleGAN2: known answers and exact resume."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
+
+SIZE = 32  # 8 W+ rows
+STYLE_DIM = 64
+STRIPE = SIZE // 8
+TARGET_RGB = (210, 40, 40)
+
+
+def small_gan():
+    from model.stylegan.model import Discriminator, Generator
+
+    torch.manual_seed(0)
+    g = Generator(SIZE, STYLE_DIM, 2, channel_multiplier=1, channel_max=32)
+    d = Discriminator(SIZE, channel_multiplier=1, channel_max=32)
+    return g, d
+
+
+def style_images(n: int = 3) -> np.ndarray:
+    """Synthetic style: a strong red cast with horizontal stripes, a little noise."""
+    rng = np.random.default_rng(0)
+    stripes = ((np.arange(SIZE) // STRIPE) % 2) * 2 - 1
+    ims = np.full((n, SIZE, SIZE, 3), TARGET_RGB, np.float32) + 45 * stripes[None, :, None, None]
+    return np.clip(ims + rng.normal(0, 8, ims.shape), 0, 255).astype(np.uint8)
+
+
+class Inverter(torch.nn.Module):
+    """A fixed stand-in for the pSp encoder: (N, 3, 256, 256) -> (N, 8, STYLE_DIM) codes."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.lin = torch.nn.Linear(48, 8 * STYLE_DIM)
+
+    def forward(self, x):
+        return self.lin(torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)).view(-1, 8, STYLE_DIM)
+
+
+def held_out_colours(gen) -> torch.Tensor:
+    """Per-image mean RGB (in [-1, 1]) of 8 faces from random codes never used in training."""
+    z = torch.randn(8, STYLE_DIM, generator=torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        return gen([z], randomize_noise=False)[0].clamp(-1, 1).mean((2, 3))
+
+
+def fewshot(tmp: Path, preserve_color: bool, iters: int = 30, stop_at: int | None = None, resume: bool = False):
+    from training.teacher import TeacherConfig, TeacherTrainer
+
+    g, d = small_gan()
+    cfg = TeacherConfig(iter=iters, batch=4, lr=5e-3, preserve_color=preserve_color, sample_every=0, state_every=1000)
+    trainer = TeacherTrainer(cfg, g, d, style_images(), ["a.png", "b.png", "c.png"], tmp, invert=Inverter(),
+                             progress=False)
+    if resume:
+        trainer.load_state()
+    return trainer, trainer.run(stop_at=stop_at)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Few-shot teachers with and without --preserve_color (30 steps each)."""
+    return {pc: fewshot(tmp_path_factory.mktemp(f"teacher_pc{int(pc)}"), pc) for pc in (False, True)}
+
+
+def test_fewshot_moves_held_out_samples_toward_the_style(trained):
+    """Statistic: mean distance of the held-out samples' mean colour to the references' mean colour."""
+    trainer, path = trained[False]
+    target = torch.tensor(style_images()).float().div(127.5).sub(1).mean((0, 1, 2))
+    before = (held_out_colours(trainer.g0) - target).norm(dim=1).mean().item()
+    after = (held_out_colours(trainer.g_ema) - target).norm(dim=1).mean().item()
+    assert after < 0.7 * before, (before, after)
+    # the teacher file is the released Toonify format and loads as a StyleGAN2
+    from model.checkpoint import load_stylegan2
+
+    saved = torch.load(path, weights_only=True)
+    assert path.name == "finetune-000030.pt" and set(saved) == {"g_ema", "latent_avg"}
+    assert saved["latent_avg"].shape == (STYLE_DIM,)
+    loaded = load_stylegan2(path)
+    torch.testing.assert_close(held_out_colours(loaded), held_out_colours(trainer.g_ema), rtol=0, atol=0)
+    rows = (path.parent / "losses.csv").read_text().splitlines()
+    assert rows[0] == "step,perc" and len(rows) == 31
+    assert (path.parent / "samples" / "step_000030.jpg").is_file()
+
+
+def test_preserve_color_keeps_colour_statistics_closer_to_ffhq(trained):
+    changes = {}
+    for pc, (trainer, _) in trained.items():
+        changes[pc] = (held_out_colours(trainer.g_ema) - held_out_colours(trainer.g0)).norm(dim=1).mean().item()
+    assert changes[True] < 0.8 * changes[False], changes
+
+
+def test_fewshot_resume_is_exact(tmp_path, trained):
+    _, straight = fewshot(tmp_path / "straight", False, iters=6)
+    stopped, none = fewshot(tmp_path / "resumed", False, iters=6, stop_at=3)
+    assert none is None and stopped.step == 3 and (tmp_path / "resumed" / "teacher_state.pt").is_file()
+    assert not (tmp_path / "resumed" / "finetune-000006.pt").exists()
+    resumed, path = fewshot(tmp_path / "resumed", False, iters=6, resume=True)
+    a, b = torch.load(straight, weights_only=True), torch.load(path, weights_only=True)
+    for k in a["g_ema"]:
+        torch.testing.assert_close(a["g_ema"][k], b["g_ema"][k], rtol=0, atol=0, msg=k)
+    assert (tmp_path / "straight" / "losses.csv").read_text() == (tmp_path / "resumed" / "losses.csv").read_text()
+
+
+# ---------------------------------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def ffhq_file(tmp_path_factory) -> Path:
+    g, d = small_gan()
+    path = tmp_path_factory.mktemp("ffhq") / "stylegan2-small.pt"
+    torch.save({"g_ema": g.state_dict(), "d": d.state_dict()}, path)
+    return path
+
+
+def _pictures(folder: Path) -> Path:
+    folder.mkdir()
+    for i, im in enumerate(style_images(4)):
+        cv2.imwrite(str(folder / f"ref{i}.png"), cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def _cli(ffhq: Path, images: Path, ckpt: Path, *extra: str) -> int:
+    from train_style import main
+
+    return main(["--images", str(images), "--name", "mine", "--aligned", "--mode", "collection", "--iter", "4",
+                 "--stylegan_path", str(ffhq), "--checkpoint_dir", str(ckpt), "--device", "cpu", "--no_progress",
+                 "--sample_every", "2", "--state_every", "100", *extra])
+
+
+def test_collection_cli_resume_is_exact(ffhq_file, tmp_path):
+    images = _pictures(tmp_path / "refs")
+    assert _cli(ffhq_file, images, tmp_path / "a") == 0
+    assert _cli(ffhq_file, images, tmp_path / "b", "--stop_at", "2") == 0
+    assert not (tmp_path / "b" / "mine" / "finetune-000004.pt").exists()
+    assert _cli(ffhq_file, images, tmp_path / "b", "--resume") == 0
+    a = torch.load(tmp_path / "a" / "mine" / "finetune-000004.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "mine" / "finetune-000004.pt", weights_only=True)
+    for k in a["g_ema"]:
+        torch.testing.assert_close(a["g_ema"][k], b["g_ema"][k], rtol=0, atol=0, msg=k)
+    sa = torch.load(tmp_path / "a" / "mine" / "teacher_state.pt", weights_only=True)
+    sb = torch.load(tmp_path / "b" / "mine" / "teacher_state.pt", weights_only=True)
+    for k in sa["d"]:
+        torch.testing.assert_close(sa["d"][k], sb["d"][k], rtol=0, atol=0, msg=k)
+    assert sa["ada"] == sb["ada"]
+    csv_a = (tmp_path / "a" / "mine" / "losses.csv").read_text()
+    assert csv_a == (tmp_path / "b" / "mine" / "losses.csv").read_text()
+    assert "r1" in csv_a.splitlines()[0] and len(csv_a.splitlines()) == 5
+    # the generator moved; the frozen early discriminator blocks did not
+    g0, _ = small_gan()
+    assert any(not torch.equal(a["g_ema"][k], v) for k, v in g0.state_dict().items() if not k.startswith("style."))
+    d0 = torch.load(ffhq_file, weights_only=True)["d"]
+    frozen = [k for k in d0 if k.startswith(("convs.0.", "convs.1.", "convs.2.", "convs.3."))]
+    assert frozen and all(torch.equal(sa["d"][k], d0[k]) for k in frozen)
+    assert any(not torch.equal(sa["d"][k], d0[k]) for k in d0 if k.startswith("final_"))
+    assert sorted(p.name for p in (tmp_path / "a" / "mine" / "samples").iterdir()) == ["step_000002.jpg", "step_000004.jpg"]
+
+
+def test_unusable_pictures_are_listed_and_stop_before_work(ffhq_file, tmp_path, capsys):
+    from train_style import main
+
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "cat.png"), cv2.cvtColor(skdata.chelsea(), cv2.COLOR_RGB2BGR))
+    (folder / "notes.jpg").write_text("not a picture")
+    rc = main(["--images", str(folder), "--name", "mine", "--stylegan_path", str(ffhq_file), "--checkpoint_dir",
+               str(tmp_path / "ckpt"), "--device", "cpu", "--no_progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and err.count("\n") == 0 and err.startswith("error: none of the 2 pictures")
+    assert "cat.png: dlib found no face" in err and "--aligned" in err and "notes.jpg" in err and "not an image" in err
+    assert not list((tmp_path / "ckpt" / "mine").glob("*.pt"))
+    # one usable picture among them: the others are listed and skipped, training goes on
+    cv2.imwrite(str(folder / "astronaut.png"), cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
+    from training.teacher import align_references, list_images
+    from pipeline.faces import FaceDetector
+
+    refs = align_references(list_images([folder]), tmp_path / "cache", SIZE, detector=FaceDetector())
+    assert refs.names == ["astronaut.png"] and [n for n, _ in refs.skipped] == ["cat.png", "notes.jpg"]
+    assert refs.images.shape == (1, SIZE, SIZE, 3) and len(list((tmp_path / "cache").glob("*.png"))) == 1
+
+
+def test_pictures_to_video_model_chain(tmp_path, frozen_helpers):
+    """Pictures -> teacher -> VToonify-T stage 1 and 2 (train_vtoonify.main) -> style_transfer.py stylises a photo
+    with it; a second run with --resume finds every stage done and changes nothing."""
+    from model.stylegan.model import Discriminator, Generator
+    import style_transfer
+    from train_style import main
+
+    torch.manual_seed(0)
+    ffhq = tmp_path / "ffhq.pt"
+    torch.save({"g_ema": Generator(256, 512, 8, channel_multiplier=1, channel_max=32).state_dict(),
+                "d": Discriminator(256, channel_multiplier=1, channel_max=32).state_dict()}, ffhq)
+    np.save(tmp_path / "directions.npy", (0.1 * np.random.default_rng(0).standard_normal((4, 18, 512))).astype(np.float32))
+    images = tmp_path / "refs"
+    images.mkdir()
+    for i, im in enumerate(style_images(4)):
+        cv2.imwrite(str(images / f"ref{i}.png"), cv2.resize(im, (256, 256), interpolation=cv2.INTER_NEAREST))
+    ckpt = tmp_path / "checkpoint"
+    argv = ["--images", str(images), "--name", "mine", "--aligned", "--mode", "collection", "--iter", "2", "--batch", "2",
+            "--stylegan_path", str(ffhq), "--checkpoint_dir", str(ckpt), "--device", "cpu", "--no_progress",
+            "--style_encoder_path", str(frozen_helpers["encoder"]), "--faceparsing_path", str(frozen_helpers["faceparsing"]),
+            "--direction_path", str(tmp_path / "directions.npy"), "--log_dir", str(tmp_path / "log"),
+            "--vtoonify", "--pretrain_iter", "2", "--distill_iter", "2", "--vtoonify_batch", "2", "--perc_loss", "0"]
+    assert main(argv) == 0
+    model = ckpt / "vtoonify_t_mine" / "vtoonify.pt"
+    assert (ckpt / "mine" / "finetune-000002.pt").is_file() and (ckpt / "vtoonify_t_mine" / "pretrain.pt").is_file()
+    before = model.read_bytes()
+    assert main(argv + ["--resume"]) == 0
+    assert model.read_bytes() == before
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
+    rc = style_transfer.main(["--content", str(photo), "--ckpt", str(model), "--backbone", "toonify", "--scale_image",
+                              "--style_encoder_path", str(frozen_helpers["encoder"]), "--faceparsing_path",
+                              str(frozen_helpers["faceparsing"]), "--output_path", str(tmp_path / "out"), "--cpu",
+                              "--no_progress"])
+    assert rc == 0
+    out = cv2.imread(str(tmp_path / "out" / "astronaut_vtoonify_t.jpg"))
+    inp = cv2.imread(str(tmp_path / "out" / "astronaut_input.jpg"))
+    assert out is not None and out.shape[:2] == (4 * inp.shape[0], 4 * inp.shape[1])

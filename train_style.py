@@ -1,0 +1,204 @@
+"""Train a style teacher from your own pictures, and (``--vtoonify``) a VToonify-T video model from it.
+
+Examples::
+
+    # few-shot (1-20 pictures, JoJoGAN recipe): checkpoint/mystyle/finetune-000300.pt
+    python train_style.py --images my_refs/ --name mystyle
+    # collection (~100+ pictures, Toonify recipe), then VToonify-T: checkpoint/vtoonify_t_mystyle/vtoonify.pt
+    python train_style.py --images my_set/ --name mystyle --mode collection --iter 600 --vtoonify
+
+The teacher is the FFHQ StyleGAN2 (``--stylegan_path``, resolution read from the file) fine-tuned by
+:mod:`training.teacher.finetune` and saved in the released Toonify format ``checkpoint/<name>/finetune-%06d.pt``
+(``{'g_ema', 'latent_avg'}``), which ``train_vtoonify.py --finetunegan_path`` takes unchanged. Pictures are
+FFHQ-aligned once into ``checkpoint/<name>/aligned/`` (``--aligned``: they already are aligned face squares);
+those without a detectable face are listed and skipped. ``--resume`` continues a killed run exactly, each
+stage where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["build_parser", "main", "vtoonify_stage_argv"]
+
+DEFAULT_ITER = {"fewshot": 300, "collection": 600}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Fine-tune the FFHQ StyleGAN2 into a style teacher (and train VToonify-T)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--images", nargs="+", required=True, help="folder(s) and/or files of style pictures")
+    p.add_argument("--name", required=True, help="style name: checkpoint/<name>/ (teacher), checkpoint/vtoonify_t_<name>/")
+    p.add_argument("--aligned", action="store_true", help="the pictures are already FFHQ-aligned face squares (no dlib)")
+    p.add_argument("--mode", default="fewshot", choices=["fewshot", "collection"],
+                   help="fewshot: 1-20 pictures, perceptual loss on mixed codes; collection: ~100+ pictures, adversarial")
+    p.add_argument("--iter", type=int, default=None, help="teacher steps (default 300 fewshot, 600 collection)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="fewshot: how far the fine rows of the training codes move from the references' codes to random ones")
+    p.add_argument("--preserve_color", action="store_true", help="fewshot: keep the faces' colours (learn shapes and texture)")
+    p.add_argument("--freeze_d", type=int, default=4, help="collection: discriminator blocks kept frozen (from the input side)")
+    p.add_argument("--r1", type=float, default=10.0, help="collection: R1 weight")
+    p.add_argument("--stylegan_path", default="./checkpoint/stylegan2-ffhq-config-f.pt", help="FFHQ StyleGAN2 (g_ema [+ d])")
+    p.add_argument("--style_encoder_path", default="./checkpoint/encoder.pt", help="pSp Z+ encoder (fewshot inversion, VToonify)")
+    p.add_argument("--faceparsing_path", default="./checkpoint/faceparsing.pth", help="BiSeNet (VToonify training)")
+    p.add_argument("--direction_path", default="./checkpoint/directions.npy", help="editing directions (VToonify training)")
+    p.add_argument("--vgg_path", default="./checkpoint/vgg16.pth", help="VGG16 weights (LPIPS)")
+    p.add_argument("--lpips_path", default="./checkpoint/lpips_vgg.pth", help="LPIPS v0.1 linear heads")
+    p.add_argument("--landmark_path", default=None, help="dlib 68-landmark model")
+    p.add_argument("--checkpoint_dir", default="./checkpoint")
+    p.add_argument("--sample_every", type=int, default=100, help="steps between sample sheets (0: only at the end)")
+    p.add_argument("--state_every", type=int, default=50, help="steps between training-state saves")
+    p.add_argument("--resume", action="store_true", help="continue every stage from its saved state")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision on CUDA")
+    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--stop_at", type=int, default=None, help=argparse.SUPPRESS)  # simulate a kill (tests)
+    # --- VToonify-T after the teacher ----------------------------------------------------------
+    v = p.add_argument_group("VToonify-T (--vtoonify)")
+    v.add_argument("--vtoonify", action="store_true", help="then train VToonify-T stage 1 and 2 with the teacher")
+    v.add_argument("--pretrain_iter", type=int, default=30000, help="stage 1 (encoder pre-training) iterations")
+    v.add_argument("--distill_iter", type=int, default=2000, help="stage 2 (distillation) iterations")
+    v.add_argument("--vtoonify_batch", type=int, default=None, help="VToonify batch size (default: train_vtoonify.py's)")
+    v.add_argument("--weight", type=float, nargs=18, default=None, help="per-row blending weight (train_vtoonify.py --weight)")
+    for loss in ("adv_loss", "grec_loss", "perc_loss", "tmp_loss"):
+        v.add_argument(f"--{loss}", type=float, default=None, help=f"train_vtoonify.py --{loss}")
+    v.add_argument("--init_from", default=None,
+                   help="warm-start encoder and fusion layers from a VToonify-T checkpoint (train_vtoonify.py --init_from)")
+    v.add_argument("--vtoonify_state_every", type=int, default=None, help="train_vtoonify.py --state_every")
+    v.add_argument("--log_dir", default=None, help="train_vtoonify.py --log_dir")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- teacher
+def _device(name: str):
+    from pipeline.stylize import resolve_device
+
+    return resolve_device(name)
+
+
+def _load_discriminator(path: str, generator):
+    """The ``'d'`` entry of the StyleGAN file as a Discriminator of the generator's size, or ``None``."""
+    from model.checkpoint import infer_generator_config, load_state_dict_strict, safe_load
+    from model.stylegan.model import Discriminator
+
+    ckpt = safe_load(path)
+    if not isinstance(ckpt, dict) or "d" not in ckpt:
+        return None
+    cfg = infer_generator_config(generator.state_dict())
+    d = Discriminator(cfg["size"], channel_multiplier=cfg["channel_multiplier"], channel_max=cfg["channel_max"])
+    load_state_dict_strict(d, ckpt["d"], source=f"{path} ['d']")
+    return d
+
+
+def train_teacher(args, device) -> Path | None:
+    from model.checkpoint import load_stylegan2
+    from model.errors import UserError
+    from pipeline.faces import FaceDetector
+    from training.teacher import TeacherConfig, TeacherTrainer, align_references, finetune_name, list_images
+
+    out_dir = Path(args.checkpoint_dir) / args.name
+    final = out_dir / finetune_name(args.iter)
+    if args.resume and final.is_file():
+        print(f"teacher already trained: {final}")
+        return final
+    if not Path(args.stylegan_path).is_file():
+        raise UserError(f"--stylegan_path: {args.stylegan_path} not found (the FFHQ StyleGAN2, stylegan2-ffhq-config-f.pt)")
+    paths = list_images(args.images)
+    generator = load_stylegan2(args.stylegan_path, device="cpu")
+    refs = align_references(paths, out_dir / "aligned", generator.size, args.aligned,
+                            None if args.aligned else FaceDetector(args.landmark_path))
+    for name, reason in refs.skipped:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    print(f"{len(refs.names)} of {len(paths)} pictures aligned at {generator.size} px in {out_dir / 'aligned'}")
+    discriminator = _load_discriminator(args.stylegan_path, generator)
+    invert = perceptual = None
+    if args.mode == "fewshot":
+        from model.encoder.psp import load_psp_standalone
+
+        if not Path(args.style_encoder_path).is_file():
+            raise UserError(f"--style_encoder_path: {args.style_encoder_path} not found (the pSp encoder inverts the pictures)")
+        invert = load_psp_standalone(args.style_encoder_path, device).requires_grad_(False)
+        if discriminator is None:
+            from pipeline.exstyle import perceptual_factory
+
+            perceptual = perceptual_factory(args.vgg_path, args.lpips_path, device)
+    cfg = TeacherConfig(mode=args.mode, iter=args.iter, batch=args.batch, lr=args.lr, strength=args.strength,
+                        preserve_color=args.preserve_color, seed=args.seed, sample_every=args.sample_every,
+                        state_every=args.state_every, r1=args.r1, freeze_d=args.freeze_d, amp=args.amp)
+    trainer = TeacherTrainer(cfg, generator, discriminator, refs.images, refs.names, out_dir, invert=invert,
+                             perceptual=perceptual, device=device, progress=not args.no_progress)
+    if args.resume and trainer.state_path.is_file():
+        trainer.load_state()
+        print(f"resuming the teacher at step {trainer.step}")
+    return trainer.run(stop_at=args.stop_at)
+
+
+# ------------------------------------------------------------------------------------------- VToonify-T
+def vtoonify_stage_argv(args, teacher: Path, pretrain: bool) -> list[str]:
+    """``train_vtoonify.py`` arguments of stage 1 (``pretrain``) or 2 for the teacher ``teacher``."""
+    argv = ["--backbone", "toonify", "--name", f"vtoonify_t_{args.name}", "--stylegan_path", args.stylegan_path,
+            "--finetunegan_path", str(teacher), "--style_encoder_path", args.style_encoder_path,
+            "--faceparsing_path", args.faceparsing_path, "--direction_path", args.direction_path,
+            "--checkpoint_dir", args.checkpoint_dir, "--vgg_path", args.vgg_path, "--lpips_path", args.lpips_path,
+            "--iter", str(args.pretrain_iter if pretrain else args.distill_iter), "--device", args.device,
+            "--amp", args.amp, "--seed", str(args.seed), "--resume"]
+    if pretrain:
+        argv.append("--pretrain")
+    optional = {"--batch": args.vtoonify_batch, "--state_every": args.vtoonify_state_every, "--log_dir": args.log_dir,
+                "--adv_loss": args.adv_loss, "--grec_loss": args.grec_loss, "--perc_loss": args.perc_loss,
+                "--tmp_loss": args.tmp_loss}
+    for flag, value in optional.items():
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.weight is not None:
+        argv += ["--weight", *map(str, args.weight)]
+    if args.init_from is not None:
+        argv += ["--init_from", args.init_from]
+    if args.no_progress:
+        argv.append("--no_progress")
+    return argv
+
+
+def train_vtoonify_t(args, teacher: Path) -> int:
+    import train_vtoonify
+
+    run_dir = Path(args.checkpoint_dir) / f"vtoonify_t_{args.name}"
+    for pretrain, output in ((True, run_dir / "pretrain.pt"), (False, run_dir / "vtoonify.pt")):
+        stage = "stage 1 (encoder pre-training)" if pretrain else "stage 2 (distillation)"
+        if output.is_file() and args.resume:
+            print(f"{stage} already done: {output}")
+            continue
+        print(f"VToonify-T {stage}")
+        rc = train_vtoonify.main(vtoonify_stage_argv(args, teacher, pretrain))
+        if rc != 0:
+            return rc
+    print(f"saved {run_dir / 'vtoonify.pt'} (style_transfer.py --backbone toonify --ckpt {run_dir / 'vtoonify.pt'})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.iter is None:
+        args.iter = DEFAULT_ITER[args.mode]
+    from pipeline.stylize import USER_ERRORS
+
+    try:
+        device = _device(args.device)
+        teacher = train_teacher(args, device)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if teacher is None:  # stopped early (--stop_at)
+        return 0
+    print(f"saved {teacher}")
+    if args.vtoonify:
+        return train_vtoonify_t(args, teacher)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
