@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from model.errors import UserError
+
 __all__ = ["StyleCodeError", "load_exstyle_codes", "save_exstyle_codes", "fit_rows"]
 
 
-class StyleCodeError(ValueError):
+class StyleCodeError(UserError, ValueError):
     """The exstyle file is missing, unsafe, or not a dictionary of style codes."""
 
 
