@@ -60,10 +60,11 @@ def test_run_cli_one_line_for_user_errors_traceback_for_bugs(capsys):
 def test_style_transfer_bug_prints_a_traceback(tmp_path):
     code = """
         import sys
+        import pipeline.images
         import style_transfer
-        def broken(args):
+        def broken(path):
             raise RuntimeError("an internal bug")
-        style_transfer._require_files = broken
+        pipeline.images.read_image_file = broken  # the first step of an image run
         sys.exit(style_transfer.main(["--content", sys.argv[1]]))
     """
     (tmp_path / "photo.jpg").write_bytes(b"x")

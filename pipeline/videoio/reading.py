@@ -124,8 +124,8 @@ def probe(path: PathLike) -> VideoInfo:
         except av.FFmpegError as exc:
             raise VideoError(f"{name}: the video stream cannot be decoded ({exc})") from exc
         if first is None:
-            listed = f" although its index lists {stream.frames} (the file is damaged)" if stream.frames > 0 else ""
-            raise VideoError(f"{name}: the video stream has no decodable frames{listed}")
+            listed = f" (its index lists {stream.frames}: the file is damaged)" if stream.frames > 0 else ""
+            raise VideoError(f"{name}: the video stream has no frames{listed}")
         rotation = rotation_steps(first) * 90
         width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
 
