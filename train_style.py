@@ -39,10 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", type=float, default=1.0,
                    help="fewshot: how far the fine rows of the training codes move from the references' codes to random ones")
     p.add_argument("--preserve_color", action="store_true", help="fewshot: keep the faces' colours (learn shapes and texture)")
-    p.add_argument("--freeze_d", type=int, default=4, help="collection: discriminator blocks kept frozen (from the input side)")
+    p.add_argument("--freeze_d", type=int, default=4,
+                   help="collection: discriminator blocks kept frozen (from the input side)")
     p.add_argument("--r1", type=float, default=10.0, help="collection: R1 weight")
     p.add_argument("--stylegan_path", default="./checkpoint/stylegan2-ffhq-config-f.pt", help="FFHQ StyleGAN2 (g_ema [+ d])")
-    p.add_argument("--style_encoder_path", default="./checkpoint/encoder.pt", help="pSp Z+ encoder (fewshot inversion, VToonify)")
+    p.add_argument("--style_encoder_path", default="./checkpoint/encoder.pt",
+                   help="pSp Z+ encoder (fewshot inversion, VToonify)")
     p.add_argument("--faceparsing_path", default="./checkpoint/faceparsing.pth", help="BiSeNet (VToonify training)")
     p.add_argument("--direction_path", default="./checkpoint/directions.npy", help="editing directions (VToonify training)")
     p.add_argument("--vgg_path", default="./checkpoint/vgg16.pth", help="VGG16 weights (LPIPS)")
@@ -120,7 +122,8 @@ def train_teacher(args, device) -> Path | None:
         from model.encoder.psp import load_psp_standalone
 
         if not Path(args.style_encoder_path).is_file():
-            raise UserError(f"--style_encoder_path: {args.style_encoder_path} not found (the pSp encoder inverts the pictures)")
+            raise UserError(f"--style_encoder_path: {args.style_encoder_path} not found "
+                            "(the pSp encoder inverts the pictures)")
         invert = load_psp_standalone(args.style_encoder_path, device).requires_grad_(False)
         if discriminator is None:
             from pipeline.exstyle import perceptual_factory

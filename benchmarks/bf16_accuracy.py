@@ -78,7 +78,8 @@ def write_face_checkpoints(out: Path) -> Path:
     codes = out / "vtoonify_d_face" / "exstyle_code.npy"
     if not codes.exists():
         rng = np.random.default_rng(0)
-        save_exstyle_codes(codes, {f"style{i:03d}.jpg": rng.standard_normal((1, 18, 512)).astype(np.float32) for i in range(8)})
+        save_exstyle_codes(codes, {f"style{i:03d}.jpg": rng.standard_normal((1, 18, 512)).astype(np.float32)
+                                   for i in range(8)})
     if not (out / "encoder.pt").exists():
         write_fill_style_encoder(out / "encoder.pt")
     if not (out / "faceparsing.pth").exists():
@@ -323,12 +324,15 @@ def time_model(ckpt_dir: Path, frame: np.ndarray, codes: dict, rounds: int, back
         x2 = torch.nn.functional.interpolate(xx, scale_factor=2, mode="bilinear", align_corners=False)
         return p.parse_logits((2 * x2).contiguous(memory_format=torch.channels_last), every=2).contiguous()
 
+    def step(model, parser, dtype: torch.dtype, code):
+        return lambda: model(torch.cat([x.to(dtype), parse(parser, x.to(dtype)) / 16], 1), code, d_s=0.5)
+
     rows = []
     for b in backbones:
         m32 = load_vtoonify(ckpt_dir / CKPT[b])
         m16 = load_vtoonify(ckpt_dir / CKPT[b]).to_mixed_precision(torch.bfloat16)
-        steps = {"float32": lambda: m32(torch.cat([x, parse(parser32, x) / 16], 1), codes[b], d_s=0.5),
-                 "bfloat16": lambda: m16(torch.cat([x.bfloat16(), parse(parser16, x.bfloat16()) / 16], 1), codes[b], d_s=0.5)}
+        steps = {"float32": step(m32, parser32, torch.float32, codes[b]),
+                 "bfloat16": step(m16, parser16, torch.bfloat16, codes[b])}
         times = {k: [] for k in steps}
         with torch.inference_mode():
             for k, f in steps.items():
@@ -342,7 +346,7 @@ def time_model(ckpt_dir: Path, frame: np.ndarray, codes: dict, rounds: int, back
         rows.append({"backbone": NAMES[b], "float32_s": [round(t, 3) for t in times["float32"]],
                      "bfloat16_s": [round(t, 3) for t in times["bfloat16"]], "speedup_rounds": [round(r, 2) for r in ratios]})
         print(json.dumps(rows[-1]), flush=True)
-        del m32, m16
+        del m32, m16, steps, f  # the steps hold the models: one backbone in memory at a time
     return rows
 
 
@@ -366,9 +370,11 @@ def to_markdown(meta: dict, profile: list[dict], timing: list[dict]) -> str:
                   "| backbone | precision | s/frame | speed-up vs float32 (per round) | PSNR vs float32 | peak RSS GiB |",
                   "|---|---|---|---|---|---|"]
         for r in timing:
-            lines.append(f"| {r['backbone']} | {r['config']} | {r['s_per_frame']} ({', '.join(map(str, r['s_per_frame_rounds']))}) | "
+            psnr_db = "" if r["psnr_vs_fp32_db"] is None else f"{r['psnr_vs_fp32_db']} dB"
+            lines.append(f"| {r['backbone']} | {r['config']} | "
+                         f"{r['s_per_frame']} ({', '.join(map(str, r['s_per_frame_rounds']))}) | "
                          f"x{r['speedup_vs_fp32']} ({', '.join(map(str, r['speedup_rounds']))}) | "
-                         f"{'' if r['psnr_vs_fp32_db'] is None else str(r['psnr_vs_fp32_db']) + ' dB'} | {r['peak_rss_gib']} |")
+                         f"{psnr_db} | {r['peak_rss_gib']} |")
     return "\n".join(lines) + "\n"
 
 

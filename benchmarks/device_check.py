@@ -14,8 +14,8 @@ Sections, each recorded in ``device_check.json`` and ``device_check.md`` in ``--
     precisions of ``--compile_dtypes``), on batches of ``--batch`` frames. Per row: frames/s of the generator
     (parsing computed beforehand) and with parsing, PSNR (dB) of the uint8 frames against the eager float32
     model on the same frames, the contrast (standard deviation) of the row's frames, and the peak CUDA
-    memory of the row, loaded model included (peak RSS of the process on CPU). The pipeline code is the one ``style_transfer.py``
-    runs (:class:`pipeline.stylize.VToonifyPipeline`).
+    memory of the row, loaded model included (peak RSS of the process on CPU). The pipeline code is the one
+    ``style_transfer.py`` runs (:class:`pipeline.stylize.VToonifyPipeline`).
 ``training``
     ``train_vtoonify.py`` for ``--train_steps`` iterations of both backbones with ``--amp bf16`` (bfloat16
     autocast on CUDA; autocast is off on CPU): exit status, seconds per step, last losses, all finite.
@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +126,8 @@ def write_models(ckpt_dir: Path, small: bool, helpers: dict[str, Path | None]) -
 
         lpips = fill_module(LPIPS())  # stand-ins for torchvision's VGG16 file and the LPIPS heads
         torch.save({k: v for k, v in lpips.state_dict().items() if k.startswith("lin")}, ckpt_dir / "lpips_vgg.pth")
-        _atomic_save({k[len("net."):]: v for k, v in lpips.state_dict().items() if k.startswith("net.")}, ckpt_dir / "vgg16.pth")
+        _atomic_save({k[len("net."):]: v for k, v in lpips.state_dict().items() if k.startswith("net.")},
+                     ckpt_dir / "vgg16.pth")
     from benchmarks.make_fill_checkpoints import write_fill_face_parser, write_fill_style_encoder
 
     for key, name, write in (("faceparsing", "faceparsing.pth", write_fill_face_parser),
@@ -267,8 +269,9 @@ def throughput(args, plan, paths: dict[str, Path], device: torch.device, deadlin
             y = pipe.stylize_tensor(x, style, 0.5, parsing)  # a compiled model is compiled here
             out = np.stack(tensor_to_frames(y))
             first_call = time.perf_counter() - t0
-            generator = seconds_per_call(lambda: pipe.stylize_tensor(x, style, 0.5, parsing), device, args.repeat)
-            with_parse = seconds_per_call(lambda: pipe.stylize_tensor(x, style, 0.5), device, args.repeat, warmup=0)
+            # partial binds the arguments now (x and parsing are deleted at the end of the row)
+            generator = seconds_per_call(partial(pipe.stylize_tensor, x, style, 0.5, parsing), device, args.repeat)
+            with_parse = seconds_per_call(partial(pipe.stylize_tensor, x, style, 0.5), device, args.repeat, warmup=0)
         if dtype_name == "fp32" and compile_mode is None:
             references[backbone, size_name] = out
         reference = references.get((backbone, size_name))
@@ -310,8 +313,10 @@ def op_tests(args, tmp: Path, deadline: float) -> dict:
         return {"skipped": "time budget"}
     report = tmp / "op_tests.xml"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_ops_cuda.py"),
-                           f"--junitxml={report}", *(["-k", args.op_tests_k] if args.op_tests_k else [])], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(ROOT / "tests" / "test_ops_cuda.py"), f"--junitxml={report}",
+                           *(["-k", args.op_tests_k] if args.op_tests_k else [])],
+                          cwd=ROOT, capture_output=True, text=True,
                           timeout=min(600.0, max(10.0, deadline - time.monotonic())))
     result = {"returncode": proc.returncode, "seconds": round(time.perf_counter() - t0, 1)}
     if report.exists():
@@ -344,9 +349,11 @@ def training(args, paths: dict[str, Path], device: torch.device, tmp: Path, dead
             cmd += ["--stylegan_path", str(ckpt_dir / "teacher_dualstylegan.pt"),
                     "--exstyle_path", str(paths[backbone].parent / "exstyle_code.npy"), "--style_id", "0"]
         else:
-            cmd += ["--stylegan_path", str(ckpt_dir / "teacher_ffhq.pt"), "--finetunegan_path", str(ckpt_dir / "teacher_finetune.pt")]
+            cmd += ["--stylegan_path", str(ckpt_dir / "teacher_ffhq.pt"),
+                    "--finetunegan_path", str(ckpt_dir / "teacher_finetune.pt")]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=min(3600.0, max(10.0, deadline - time.monotonic() + 60)))
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              timeout=min(3600.0, max(10.0, deadline - time.monotonic() + 60)))
         seconds = time.perf_counter() - t0
         row = {"backbone": BACKBONES[backbone], "returncode": proc.returncode, "steps": args.train_steps,
                "batch": args.train_batch, "amp": "bf16" if device.type == "cuda" else "off (CPU)",
@@ -357,7 +364,8 @@ def training(args, paths: dict[str, Path], device: torch.device, tmp: Path, dead
             header, values = lines[0].split(","), [[float(v) for v in line.split(",")] for line in lines[1:]]
             row["logged_steps"] = len(values)
             row["losses_finite"] = bool(values) and all(math.isfinite(v) for r in values for v in r)
-            row["last_losses"] = {k: round(v, 5) for k, v in zip(header, values[-1]) if k not in ("iter", "step")} if values else {}
+            row["last_losses"] = ({k: round(v, 5) for k, v in zip(header, values[-1]) if k not in ("iter", "step")}
+                                  if values else {})
         else:
             row["logged_steps"], row["losses_finite"] = 0, False
         if proc.returncode != 0:
@@ -412,7 +420,8 @@ def to_markdown(report: dict) -> str:
               "| " + " | ".join(tcols) + " |", "|" + "---|" * len(tcols)]
     lines += ["| " + " | ".join(_fmt(r.get(c, r.get("skipped", ""))) for c in tcols) + " |" for r in report["training"]]
     g = report["goal"]
-    lines += ["", "## Goal", "", f"{g['target']}: **{g['verdict']}** (fps {_fmt(g['fps'])}, PSNR {_fmt(g['psnr_vs_fp32'])} dB, "
+    lines += ["", "## Goal", "",
+              f"{g['target']}: **{g['verdict']}** (fps {_fmt(g['fps'])}, PSNR {_fmt(g['psnr_vs_fp32'])} dB, "
               f"{_fmt(g['compile'])})" + ("" if g["applicable"] else " - not applicable: small mode or no CUDA device"), ""]
     return "\n".join(lines)
 
@@ -435,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default=None, help="default: cuda, or cpu with --small")
     ap.add_argument("--ckpt_dir", default=None,
                     help="where the fill-rule checkpoints are written once (default /tmp/vtoonify_device_check[_small])")
-    ap.add_argument("--faceparsing_path", default=None, help="an existing BiSeNet faceparsing.pth (default: written to --ckpt_dir)")
+    ap.add_argument("--faceparsing_path", default=None,
+                    help="an existing BiSeNet faceparsing.pth (default: written to --ckpt_dir)")
     ap.add_argument("--style_encoder_path", default=None, help="an existing pSp encoder.pt (default: written to --ckpt_dir)")
     ap.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
@@ -444,12 +454,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"precisions also run with --compile {COMPILE_MODE} (default fp16 bf16; fp16 with --small)")
     ap.add_argument("--batch", type=int, default=None, help="frames per forward (default 8; 2 with --small)")
     ap.add_argument("--repeat", type=int, default=None, help="timed calls per row (default 10; 1 with --small)")
-    ap.add_argument("--train_steps", type=int, default=None, help="training iterations per backbone (default 20; 2 with --small)")
+    ap.add_argument("--train_steps", type=int, default=None,
+                    help="training iterations per backbone (default 20; 2 with --small)")
     ap.add_argument("--train_batch", type=int, default=None, help="training batch (default 4; 2 with --small)")
     ap.add_argument("--skip_op_tests", action="store_true")
     ap.add_argument("--skip_training", action="store_true")
     ap.add_argument("--budget_s", type=float, default=None,
-                    help="rows and runs that would start after this many seconds are left out (default 420; none with --small)")
+                    help="rows and runs that would start after this many seconds are left out "
+                         "(default 420; none with --small)")
     ap.add_argument("--op_tests_k", default=None,
                     help="pytest -k selection of tests/test_ops_cuda.py (default all; two tests with --small)")
     ap.add_argument("--goal_fps", type=float, default=50.0)
@@ -468,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         args.op_tests_k = SMALL_OP_TESTS
     args.train_steps = args.train_steps or (2 if small else 20)
     args.train_batch = args.train_batch or (2 if small else 4)
-    args.ckpt_dir = args.ckpt_dir or str(Path(tempfile.gettempdir()) / ("vtoonify_device_check_small" if small else "vtoonify_device_check"))
+    args.ckpt_dir = args.ckpt_dir or str(Path(tempfile.gettempdir())
+                                         / ("vtoonify_device_check_small" if small else "vtoonify_device_check"))
     out = Path(args.out or os.environ.get("OUT") or ROOT / "output" / "device_check")
     device = torch.device(args.device or ("cpu" if small else "cuda"))
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -476,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.monotonic()
     deadline = start + args.budget_s
-    paths = write_models(Path(args.ckpt_dir), small, {"faceparsing": args.faceparsing_path, "encoder": args.style_encoder_path})
+    paths = write_models(Path(args.ckpt_dir), small,
+                         {"faceparsing": args.faceparsing_path, "encoder": args.style_encoder_path})
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         ops = {"skipped": "--skip_op_tests"} if args.skip_op_tests else op_tests(args, tmp, deadline)
@@ -489,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         rows, skipped = rows + more, skipped + more_skipped
     report = {
         "meta": {"small": small, "device": str(device),
-                 "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+                 "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                                 else platform.processor() or platform.machine()),
                  "torch": torch.__version__, "torch_cuda": torch.version.cuda, "threads": torch.get_num_threads(),
                  "seconds": round(time.monotonic() - start, 1)},
         "op_tests": ops, "throughput": rows, "throughput_skipped": skipped, "training": train,
@@ -501,9 +516,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "device_check.md").write_text(to_markdown(report))
     print(to_markdown(report))
     g = report["goal"]
-    print(f"device_check: goal {g['verdict']}{'' if g['applicable'] else ' (not applicable here)'}; wrote {out}/device_check.json and .md")
-    failed = ops.get("failed", 0) or ops.get("returncode", 0) not in (0, 5) or any(r.get("returncode", 0) != 0 for r in train) \
-        or any(not r.get("losses_finite", True) for r in train if "skipped" not in r)
+    print(f"device_check: goal {g['verdict']}{'' if g['applicable'] else ' (not applicable here)'}; "
+          f"wrote {out}/device_check.json and .md")
+    failed = (ops.get("failed", 0) or ops.get("returncode", 0) not in (0, 5)
+              or any(r.get("returncode", 0) != 0 for r in train)
+              or any(not r.get("losses_finite", True) for r in train if "skipped" not in r))
     return 1 if failed else 0
 
 

@@ -315,7 +315,8 @@ def vtoonify_config(obj: Any, sd: Mapping[str, torch.Tensor], source: str = "che
     allowed = set(inspect.signature(VToonify).parameters)
     if (not isinstance(saved, Mapping) or not set(saved) <= allowed
             or not all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in saved.values())):
-        raise CheckpointError(f"{source}: its 'config' entry is not a dict of VToonify arguments ({sorted(allowed)}): {saved!r}")
+        raise CheckpointError(f"{source}: its 'config' entry is not a dict of VToonify arguments ({sorted(allowed)}): "
+                              f"{saved!r}")
     try:
         inferred = infer_vtoonify_config(sd)
     except (CheckpointError, KeyError):  # incomplete weights: the strict load names what is missing

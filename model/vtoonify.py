@@ -174,7 +174,8 @@ class VToonify(nn.Module):
         if backbone == "dualstylegan":
             if num_res_layers != n_structure_rows:
                 raise ValueError(
-                    f"VToonify-D needs num_res_layers == {n_structure_rows} (one per replaced ModRes block), got {num_res_layers}"
+                    f"VToonify-D needs num_res_layers == {n_structure_rows} (one per replaced ModRes block), "
+                    f"got {num_res_layers}"
                 )
             self.generator = DualStyleGAN(
                 out_size, style_channels, num_mlps, channel_multiplier, res_index=n_structure_rows, channel_max=channel_max
@@ -325,7 +326,8 @@ class VToonify(nn.Module):
         masks = []
         row = self.first_row
         first_conv = 2 * (self.bottom_block + 1)
-        blocks = zip(stylegan.convs[first_conv::2], stylegan.convs[first_conv + 1 :: 2], stylegan.to_rgbs[self.bottom_block + 1 :])
+        blocks = zip(stylegan.convs[first_conv::2], stylegan.convs[first_conv + 1 :: 2],
+                     stylegan.to_rgbs[self.bottom_block + 1 :])
         for t, (conv1, conv2, to_rgb) in enumerate(blocks):
             if t < len(self.fusion_out):
                 f_E = features[t]
@@ -401,6 +403,7 @@ class ConditionalDiscriminator(nn.Module):
         if degree_label is None or style_ind is None:
             raise ValueError("a conditional discriminator needs degree_label (B, 1) and style_ind (B,)")
         condition = torch.cat(
-            [self.label_mapper(degree_label.to(out.dtype).view(-1, 1)), self.style_mapper(style_ind.to(out.device).long())], dim=1
+            [self.label_mapper(degree_label.to(out.dtype).view(-1, 1)), self.style_mapper(style_ind.to(out.device).long())],
+            dim=1,
         )
         return (out * condition).sum(dim=1, keepdim=True) / math.sqrt(self.condition_dim)

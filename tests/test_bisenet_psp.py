@@ -221,7 +221,8 @@ def test_load_psp_standalone_namespace_opts(psp, tmp_path: Path) -> None:
         ({"opts": {"input_nc": 3}, "latent_avg": torch.zeros(18, 512)}, "state_dict"),
         ({"state_dict": {"encoder.a": torch.zeros(1)}, "latent_avg": torch.zeros(18, 512)}, "opts"),
         ({"opts": {"output_size": 1024}, "state_dict": {}, "latent_avg": torch.zeros(18, 512)}, "input_nc"),
-        ({"opts": {"input_nc": 3}, "state_dict": {"encoder.a": torch.zeros(1)}, "latent_avg": torch.zeros(7, 512)}, "latent_avg"),
+        ({"opts": {"input_nc": 3}, "state_dict": {"encoder.a": torch.zeros(1)}, "latent_avg": torch.zeros(7, 512)},
+         "latent_avg"),
     ],
 )
 def test_load_psp_standalone_bad_file(tmp_path: Path, ckpt: dict, message: str) -> None:

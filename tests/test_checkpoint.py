@@ -62,7 +62,8 @@ def test_wrong_backbone_is_named(tmp_path, tiny_models):
         load_vtoonify(path, backbone="dualstylegan")
     # Strict loading into the wrong model lists keys and says what the file is.
     with pytest.raises(CheckpointMismatchError) as err:
-        load_state_dict_strict(tiny("dualstylegan"), tiny_models["toonify"].state_dict(), expected_kind="vtoonify_dualstylegan")
+        load_state_dict_strict(tiny("dualstylegan"), tiny_models["toonify"].state_dict(),
+                               expected_kind="vtoonify_dualstylegan")
     msg = str(err.value)
     assert "VToonify-T checkpoint" in msg and "missing keys" in msg and "generator.generator." in msg
     assert err.value.missing and err.value.unexpected

@@ -168,7 +168,8 @@ def test_build_cuda_flags_only_warnings_in_our_sources(tmp_path):
     """The log filter on the formats nvcc 13 and gcc 12 print (lines copied from their output)."""
     ours_nvcc = ("/repo/model/stylegan/op/cuda/upfirdn2d_kernel.cu(12): warning #177-D: variable \"unused\" was "
                  "declared but never referenced")
-    ours_gcc = "/repo/model/stylegan/op/cuda/upfirdn2d.cpp:2:21: warning: 'int old()' is deprecated [-Wdeprecated-declarations]"
+    ours_gcc = ("/repo/model/stylegan/op/cuda/upfirdn2d.cpp:2:21: warning: 'int old()' is deprecated "
+                "[-Wdeprecated-declarations]")
     log = tmp_path / "build.log"
     log.write_text("\n".join([
         "[1/3] c++ -MMD -MF upfirdn2d.o.d -c /repo/model/stylegan/op/cuda/upfirdn2d.cpp -o upfirdn2d.o",

@@ -6,10 +6,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import test_style_transfer
 import torch
 from skimage import data as skdata
+from test_style_transfer import N_STYLES
 
-from test_style_transfer import N_STYLES, ckpt  # noqa: F401 - the session fixture: tiny models in the released layout
+# pytest finds fixtures among a module's attributes: this binds the session fixture of test_style_transfer.py (tiny
+# models in the released layout) here, so the tests below can request ``ckpt``.
+ckpt = test_style_transfer.ckpt
 
 
 @pytest.fixture(scope="module")

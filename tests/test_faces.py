@@ -7,12 +7,11 @@ from __future__ import annotations
 import math
 
 import cv2
+import dlib  # required by the project: a failed import must fail these tests, not skip them
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-import dlib  # required by the project: a failed import must fail these tests, not skip them
 from skimage import data as skimage_data
 
 import util

@@ -35,7 +35,8 @@ def face_input(n_latent: int, size=(64, 72)) -> tuple[torch.Tensor, torch.Tensor
     face = cv2.resize(skdata.astronaut()[40:220, 120:320], (size[1], size[0]), interpolation=cv2.INTER_AREA)
     rgb = torch.from_numpy(face).permute(2, 0, 1).float().div(127.5).sub(1)[None]
     g = torch.Generator().manual_seed(1)
-    parsing = nn.functional.interpolate(torch.randn(1, 19, size[0] // 8, size[1] // 8, generator=g), size=size, mode="bilinear")
+    parsing = nn.functional.interpolate(torch.randn(1, 19, size[0] // 8, size[1] // 8, generator=g), size=size,
+                                        mode="bilinear")
     return torch.cat([rgb, parsing], 1), torch.randn(1, n_latent, 512, generator=g)
 
 
@@ -214,7 +215,8 @@ def test_cpu_flags_and_model_name_from_cpuinfo_text():
     assert precision.cpu_flags("processor : 0\n") == set()
 
 
-@pytest.mark.parametrize("extra,native", [("avx512_bf16", True), ("amx_bf16 amx_tile", True), ("avx512_vnni", False), ("", False)])
+@pytest.mark.parametrize("extra,native",
+                         [("avx512_bf16", True), ("amx_bf16 amx_tile", True), ("avx512_vnni", False), ("", False)])
 def test_native_bf16_from_flags(extra, native):
     flags = precision.cpu_flags(CPUINFO.format(extra=extra))
     assert precision.native_bf16(flags, mkldnn=True) is native

@@ -40,7 +40,8 @@ def teachers(tmp_path_factory, frozen_helpers) -> dict[str, Path]:
     lpips = fill_module(LPIPS())  # stand-ins for torchvision's VGG16 file and the LPIPS heads
     torch.save({k[len("net."):]: v for k, v in lpips.state_dict().items() if k.startswith("net.")}, root / "vgg16.pth")
     torch.save({k: v for k, v in lpips.state_dict().items() if k.startswith("lin")}, root / "lpips_vgg.pth")
-    save_exstyle_codes(root / "exstyle.npy", {f"s{i}.jpg": rng.standard_normal((1, 14, 512)).astype(np.float32) for i in range(3)})
+    save_exstyle_codes(root / "exstyle.npy",
+                       {f"s{i}.jpg": rng.standard_normal((1, 14, 512)).astype(np.float32) for i in range(3)})
     return {"root": root, **frozen_helpers}
 
 
@@ -82,7 +83,8 @@ def test_pretrain_then_train_writes_loadable_checkpoints(teachers, tmp_path, bac
     assert (tmp_path / "log" / "run" / "00001.jpg").exists() and (tmp_path / "log" / "run" / "00003.jpg").exists()
     rows = _losses(tmp_path / "log" / "run" / "losses.csv")
     assert len(rows) == 4 and rows[0].split(",")[1:] == sorted(rows[0].split(",")[1:])
-    assert {"adv", "rec", "d", "tmp"} <= set(rows[0].split(",")) and all(len(r.split(",")) == len(rows[0].split(",")) for r in rows)
+    assert {"adv", "rec", "d", "tmp"} <= set(rows[0].split(","))
+    assert all(len(r.split(",")) == len(rows[0].split(",")) for r in rows)
     assert float(rows[1].split(",")[rows[0].split(",").index("tmp")]) == 0.0  # temporal loss ramps up in the 2nd half
     if backbone == "dualstylegan":
         assert "msk" in rows[0] and "perc" in rows[0]

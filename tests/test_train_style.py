@@ -175,8 +175,8 @@ def test_unusable_pictures_are_listed_and_stop_before_work(ffhq_file, tmp_path, 
     assert not list((tmp_path / "ckpt" / "mine").glob("*.pt"))
     # one usable picture among them: the others are listed and skipped, training goes on
     cv2.imwrite(str(folder / "astronaut.png"), cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
-    from training.teacher import align_references, list_images
     from pipeline.faces import FaceDetector
+    from training.teacher import align_references, list_images
 
     refs = align_references(list_images([folder]), tmp_path / "cache", SIZE, detector=FaceDetector())
     assert refs.names == ["astronaut.png"] and [n for n, _ in refs.skipped] == ["cat.png", "notes.jpg"]
@@ -186,8 +186,8 @@ def test_unusable_pictures_are_listed_and_stop_before_work(ffhq_file, tmp_path, 
 def test_pictures_to_video_model_chain(tmp_path, frozen_helpers):
     """Pictures -> teacher -> VToonify-T stage 1 and 2 (train_vtoonify.main) -> style_transfer.py stylises a photo
     with it; a second run with --resume finds every stage done and changes nothing."""
-    from model.stylegan.model import Discriminator, Generator
     import style_transfer
+    from model.stylegan.model import Discriminator, Generator
     from train_style import main
 
     torch.manual_seed(0)

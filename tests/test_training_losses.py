@@ -22,10 +22,12 @@ def test_adversarial_losses_known_answers():
     expected_d = (softplus(0) + softplus(-1)) / 2 + (softplus(0) + softplus(-1)) / 2
     assert L.d_logistic_loss(real, fake).item() == pytest.approx(expected_d, rel=1e-6)
     # a confident, correct discriminator has a small loss; swapping real and fake makes it large
-    assert L.d_logistic_loss(torch.full((2, 1), 5.0), torch.full((2, 1), -5.0)).item() == pytest.approx(2 * softplus(-5), rel=1e-6)
-    assert L.d_logistic_loss(torch.full((2, 1), -5.0), torch.full((2, 1), 5.0)).item() == pytest.approx(2 * softplus(5), rel=1e-6)
+    high, low = torch.full((2, 1), 5.0), torch.full((2, 1), -5.0)
+    assert L.d_logistic_loss(high, low).item() == pytest.approx(2 * softplus(-5), rel=1e-6)
+    assert L.d_logistic_loss(low, high).item() == pytest.approx(2 * softplus(5), rel=1e-6)
     # the generator's non-saturating loss: mean softplus(-D(fake))
-    assert L.g_nonsaturating_loss(torch.tensor([[0.0], [2.0]])).item() == pytest.approx((softplus(0) + softplus(-2)) / 2, rel=1e-6)
+    expected_g = (softplus(0) + softplus(-2)) / 2
+    assert L.g_nonsaturating_loss(torch.tensor([[0.0], [2.0]])).item() == pytest.approx(expected_g, rel=1e-6)
 
 
 def test_reconstruction_and_feature_losses():

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import args_for, teachers  # noqa: F401  (the session fixture of tiny teachers)
 
 import train_vtoonify
 from model.checkpoint import CheckpointError, CheckpointMismatchError, load_vtoonify, safe_load
 from model.dualstylegan import STRUCTURE_ROWS
 from model.fill import fill_module
 from model.vtoonify import PARSING_SCALE, VToonify
-from test_train import args_for, teachers  # noqa: F401  (the session fixture of tiny teachers)
 from training.data import colour_jitter
 from training.setup import TRAINABLE_STAGE2, preflight
 
@@ -259,7 +259,8 @@ def test_resume_other_backbone_or_world_size_is_one_line(teachers, stage1_runs, 
     assert train_vtoonify.main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "was saved by 2 processes; resume with the same number" in err, err
-    assert train_vtoonify.main(args_for(teachers, tmp_path, "toonify", "--pretrain", "--resume", str(tmp_path / "nope.pt"))) == 1
+    missing = str(tmp_path / "nope.pt")
+    assert train_vtoonify.main(args_for(teachers, tmp_path, "toonify", "--pretrain", "--resume", missing)) == 1
     assert "--resume: no training state at" in capsys.readouterr().err
 
 

@@ -144,8 +144,9 @@ class Synthesis:
         if self.dual:
             d_s = self.sample_degree(i)
             style, _ = self.sample_styles(B, self.args.fix_style)
-            feat, skip = self.g_ema.generator([ws], style, input_is_latent=True, return_feat=True, truncation=TEACHER_TRUNCATION,
-                                              truncation_latent=0, use_res=True, interp_weights=[d_s] * self.n_latent)
+            feat, skip = self.g_ema.generator([ws], style, input_is_latent=True, return_feat=True,
+                                              truncation=TEACHER_TRUNCATION, truncation_latent=0, use_res=True,
+                                              interp_weights=[d_s] * self.n_latent)
         else:
             d_s, style = None, None
             feat, skip = self.g_ema.generator([ws], input_is_latent=True, return_feature_ind=2 * self.g_ema.bottom_block + 2,

@@ -217,7 +217,8 @@ class Trainer:
             losses["tmp"] = fake.new_zeros(())  # the temporal loss ramps up in the second half of training
             if a.tmp_loss > 0 and ramp > 0:
                 window = L.temporal_window(fake.shape[-1])
-                shifted = self.generator(self.data.shifted_input(b["x"], b["mask_full"], window), b["xl"], d_s=b["d_s"]).float()
+                shifted_x = self.data.shifted_input(b["x"], b["mask_full"], window)
+                shifted = self.generator(shifted_x, b["xl"], d_s=b["d_s"]).float()
                 losses["tmp"] = L.temporal_loss(shifted, fake[window], ramp) * a.tmp_loss
             g_loss = sum(losses.values())
         self.g_step(g_loss)

@@ -17,7 +17,8 @@ __all__ = ["feature_regression_loss", "d_logistic_loss", "g_nonsaturating_loss",
            "mask_cap", "mask_loss", "temporal_ramp", "temporal_window", "temporal_loss"]
 
 
-def feature_regression_loss(feat: torch.Tensor, skip: torch.Tensor, real_feat: torch.Tensor, real_skip: torch.Tensor) -> torch.Tensor:
+def feature_regression_loss(feat: torch.Tensor, skip: torch.Tensor,
+                            real_feat: torch.Tensor, real_skip: torch.Tensor) -> torch.Tensor:
     """Stage 1: ``MSE(feat) + MSE(skip)`` against the frozen generator's features (in float32)."""
     return F.mse_loss(feat.float(), real_feat.float()) + F.mse_loss(skip.float(), real_skip.float())
 

@@ -183,12 +183,13 @@ def warm_start(generator: VToonify, path: str, parts: tuple[str, ...] = TRAINABL
         theirs = {k[len(part) + 1:]: v for k, v in sd.items() if k.startswith(part + ".")}
         if set(own) != set(theirs):
             diff = sorted(set(own) ^ set(theirs))
-            raise TrainingSetupError(f"--init_from {path}: architecture mismatch: {part} has {len(theirs)} tensors in the file, "
-                                     f"{len(own)} in the student built from --stylegan_path (e.g. {part}.{diff[0]})")
+            raise TrainingSetupError(f"--init_from {path}: architecture mismatch: {part} has {len(theirs)} tensors in the "
+                                     f"file, {len(own)} in the student built from --stylegan_path (e.g. {part}.{diff[0]})")
         for k, v in own.items():
             if v.shape != theirs[k].shape:
-                raise TrainingSetupError(f"--init_from {path}: architecture mismatch: {part}.{k} is {tuple(theirs[k].shape)} in "
-                                         f"the file, {tuple(v.shape)} in the student built from --stylegan_path")
+                raise TrainingSetupError(f"--init_from {path}: architecture mismatch: {part}.{k} is "
+                                         f"{tuple(theirs[k].shape)} in the file, {tuple(v.shape)} in the student built "
+                                         "from --stylegan_path")
         getattr(generator, part).load_state_dict(theirs)
 
 

@@ -124,7 +124,8 @@ def check_compatible(state: dict, args: argparse.Namespace, world: int, path: Pa
     """Refuse (one line) a state of another stage or backbone, world size or run settings."""
     stage = _stage(args)
     if state.get("stage") != stage or state.get("backbone") != args.backbone:
-        raise TrainingSetupError(f"{path} is a {state.get('backbone')} {state.get('stage')} state, not {args.backbone} {stage}")
+        raise TrainingSetupError(f"{path} is a {state.get('backbone')} {state.get('stage')} state, "
+                                 f"not {args.backbone} {stage}")
     if state["world_size"] != world:
         raise TrainingSetupError(f"{path} was saved by {state['world_size']} processes; resume with the same number")
     saved = state.get("settings")
