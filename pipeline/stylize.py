@@ -337,8 +337,14 @@ class VToonifyPipeline:
 
     # ------------------------------------------------------------------------------------------- image
     def stylize_image(self, image: np.ndarray, style_id: int = 26, style_degree: float = 0.5, color_transfer: bool = False,
-                      scale_image: bool = False, padding: Sequence[int] = DEFAULT_PADDING) -> ImageResult:
-        """Stylise one RGB uint8 image."""
+                      scale_image: bool = False, padding: Sequence[int] = DEFAULT_PADDING, faces: str = "largest",
+                      max_faces: int | None = None) -> ImageResult:
+        """Stylise one RGB uint8 image. ``faces='all'``: every face at its own scale (:mod:`pipeline.multiface`)."""
+        if faces != "largest":
+            from pipeline import multiface
+
+            return multiface.stylize_image(self, image, style_id, style_degree, color_transfer, scale_image, padding,
+                                           faces=faces, max_faces=max_faces)
         face = select_face(self.detector.detect(image))
         if face is None:
             raise NoFaceError("no face found in the image")
@@ -379,6 +385,8 @@ class VToonifyPipeline:
         name: str | None = None,
         frame_range: tuple[int, int] | None = None,
         overlap: bool = True,
+        faces: str = "largest",
+        max_faces: int | None = None,
     ) -> VideoResult:
         """Stylise a video; writes ``<name>_input.mp4`` and ``<name>_vtoonify_<d|t>.mp4`` (with audio).
 
@@ -388,8 +396,17 @@ class VToonifyPipeline:
         ``<name>_input.seg<start>.mp4`` / ``<name>_vtoonify_<d|t>.seg<start>.mp4``, for
         :func:`stylize_video_sharded` to join; crop and style code still come from the first face of the video.
         ``overlap`` decodes (and crops) ahead and encodes behind in two threads while the model runs
-        (:mod:`pipeline.overlap`); the output is the same either way.
+        (:mod:`pipeline.overlap`); the output is the same either way. ``faces='all'``: every face tracked and
+        stylised at its own scale (:func:`pipeline.multiface.stylize_video`), at most ``max_faces``.
         """
+        if faces != "largest":
+            from pipeline import multiface
+
+            return multiface.stylize_video(self, path, output_dir, style_id=style_id, style_degree=style_degree,
+                                           color_transfer=color_transfer, scale_image=scale_image, padding=padding,
+                                           batch_size=batch_size, track=track, smooth_parsing=smooth_parsing,
+                                           parsing_map_path=parsing_map_path, progress=progress, name=name,
+                                           frame_range=frame_range, overlap=overlap, faces=faces, max_faces=max_faces)
         from tqdm.auto import tqdm
 
         from pipeline.video import VideoReader, VideoWriter, probe
