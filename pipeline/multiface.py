@@ -24,8 +24,11 @@ face:
   ``out = canvas * (1 - sum alpha_k) + sum alpha_k * face_k``, rounded to uint8. Where every ``alpha_k``
   is 0 (outside all other faces' crops) the output is the canvas exactly.
 
-Videos (:func:`stylize_video`): every face is a :class:`FaceTrack` with a stable id, matched frame to frame
-by eye-centre distance. A track keeps the crop size and scale of its first detection and, with ``track``, its
+Videos (:func:`stylize_video`): faces are detected on every frame first (the detections are kept for the
+stylising pass, so each frame is detected once); with ``scale_image`` the canvas is the main face's crop at
+the first frame with a face, grown to hold every face crop of every frame, so its size is constant. Every
+face is a :class:`FaceTrack` with a stable id, matched frame to frame by eye-centre distance (within 1.5 eye
+distances, nearest first). A track keeps the crop size and scale of its first detection and, with ``track``, its
 crop follows the face with the smoothing of :class:`pipeline.stylize.FaceTracker` (one per track; the main
 track moves the canvas). Its style code comes from its first frame where the style encoder finds the face.
 Faces that appear later are picked up (up to ``max_faces`` live tracks); a track fades in and, once its face
@@ -38,7 +41,6 @@ encoder pass per face, and in videos a face detection on every frame. ``max_face
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -479,8 +481,8 @@ def stylize_video(pipe: VToonifyPipeline, path: str | os.PathLike, output_dir: s
                   parsing_map_path: str | os.PathLike | None = None, frame_range: tuple[int, int] | None = None,
                   overlap: bool = True) -> MultiFaceVideoResult:
     """Stylise every face of a video (``faces='all'``); writes the files :meth:`VToonifyPipeline.stylize_video`
-    writes. The canvas is fixed at the first frame with a face (the union of that frame's face crops with
-    ``scale_image``); with ``track`` it follows the main face. ``on_frame`` is called with each frame's
+    writes. The canvas size is fixed (with ``scale_image``: the main face's crop at the first frame with a face,
+    grown to hold the face crops of every frame); with ``track`` it follows the main face. ``on_frame`` is called with each frame's
     :class:`FrameFaces` (for tests and figures). ``batch_size`` bounds how many face crops of one size go
     through the model together (default 1 on CPU, 4 on CUDA). ``smooth_parsing``, ``parsing_map_path`` and
     ``frame_range`` (``stylize_video``'s single-face options) are refused; ``overlap`` is accepted and
