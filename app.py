@@ -359,12 +359,13 @@ def _too_large(width: int, height: int, scale_image: bool) -> str | None:
 def toonify_image(state: AppState, image: ImageInput, model: str, style_id: int = DEFAULT_STYLE_ID,
                   style_degree: float = 0.5, color_transfer: bool = False, scale_image: bool = True,
                   progress: Progress | None = None, fast: bool = False, style_image: str | os.PathLike | None = None,
-                  style_aligned: bool = False) -> tuple[np.ndarray | None, str]:
+                  style_aligned: bool = False, faces: str = "largest") -> tuple[np.ndarray | None, str]:
     """Toonify a photo: ``(result RGB uint8 or None, message for the page)``; ``fast``: bfloat16.
 
     ``image`` is an RGB array or the path of an uploaded file; with ``scale_image`` the photo is rescaled
     so that the eyes are 64 px apart and cropped around the face (the result is 4x the crop). ``style_image``
-    (an uploaded picture; ``style_aligned``: already an aligned face square) replaces the exemplar ``style_id``.
+    (an uploaded picture; ``style_aligned``: already an aligned face square) replaces the exemplar ``style_id``;
+    ``faces='all'`` stylises every face at its own scale (:mod:`pipeline.multiface`).
     """
     if image is None:
         return None, "Upload a photo first (or press 'Use the sample photo')."
@@ -382,7 +383,8 @@ def toonify_image(state: AppState, image: ImageInput, model: str, style_id: int 
         code = _exemplar(pipe, style_image, style_aligned)
         _report(progress, 0.2, "Stylising")
         result = pipe.stylize_image(rgb, style_id=int(style_id), style_degree=float(style_degree),
-                                    color_transfer=bool(color_transfer), scale_image=bool(scale_image), style_image=code)
+                                    color_transfer=bool(color_transfer), scale_image=bool(scale_image), style_image=code,
+                                    faces=faces)
     except NoFaceError:
         return None, f"No face found in this photo. {_NO_FACE_TIP}"
     except _EXPECTED_ERRORS as e:
@@ -434,7 +436,7 @@ def toonify_video(state: AppState, video: str | os.PathLike | None, model: str, 
                   style_degree: float = 0.5, color_transfer: bool = False, scale_image: bool = True,
                   track: bool = False, smooth_parsing: int = 0,
                   progress: Progress | None = None, fast: bool = False, style_image: str | os.PathLike | None = None,
-                  style_aligned: bool = False) -> tuple[str | None, str]:
+                  style_aligned: bool = False, faces: str = "largest") -> tuple[str | None, str]:
     """Toonify a video: ``(path of the result MP4 or None, message for the page)``; ``fast``: bfloat16.
 
     The video is checked against the limits before any model runs. The result is H.264 with the input's
@@ -463,7 +465,7 @@ def toonify_video(state: AppState, video: str | os.PathLike | None, model: str, 
         result = pipe.stylize_video(video, state.new_job_dir(), style_id=int(style_id), style_degree=float(style_degree),
                                     color_transfer=bool(color_transfer), scale_image=bool(scale_image), track=bool(track),
                                     smooth_parsing=int(smooth_parsing), progress=progress is not None,
-                                    name=Path(video).stem, style_image=code)
+                                    name=Path(video).stem, style_image=code, faces=faces)
     except NoFaceError:
         return None, f"No face found in any frame of this video. {_NO_FACE_TIP}"
     except _EXPECTED_ERRORS as e:
@@ -548,20 +550,20 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
 
     # Gradio recognises a handler's progress tracker by its default value, hence the calls in the defaults.
     def run_photo(upload: dict[str, Any] | None, label: str, style: float, degree: float, color: bool, crop: bool,
-                  fast_on: bool, exemplar: str | None, aligned: bool,
+                  fast_on: bool, exemplar: str | None, aligned: bool, which: str = "largest",
                   progress: gr.Progress = gr.Progress()) -> tuple[np.ndarray | None, str]:  # noqa: B008
         """Runs without Gradio's preprocessing: ``upload`` is the uploaded file's description, and the file
         is decoded by :func:`toonify_image`, which says what is wrong with one Pillow cannot read (Gradio's
         own decoding would fail before the handler, with a bare "Error" on the page)."""
         path = upload.get("path") if upload else None
         return toonify_image(state, path, label, int(style), degree, color, crop, progress=progress, fast=fast_on,
-                             style_image=exemplar, style_aligned=aligned)
+                             style_image=exemplar, style_aligned=aligned, faces=which)
 
     def run_video(video: str | None, label: str, style: float, degree: float, color: bool, crop: bool, fast_on: bool,
-                  track: bool, smooth: float, exemplar: str | None, aligned: bool,
+                  track: bool, smooth: float, exemplar: str | None, aligned: bool, which: str = "largest",
                   progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple[str | None, str]:  # noqa: B008
         return toonify_video(state, video, label, int(style), degree, color, crop, track, int(smooth), progress=progress,
-                             fast=fast_on, style_image=exemplar, style_aligned=aligned)
+                             fast=fast_on, style_image=exemplar, style_aligned=aligned, faces=which)
 
     def check_video(video: str | None) -> str:
         return describe_video(state, video)
@@ -596,6 +598,9 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
                                         elem_id="style-image")
                     exemplar_aligned = gr.Checkbox(False, label="Already an aligned face", elem_id="style-aligned",
                                                    info="a square face crop (drawings where no face is found)")
+                faces = gr.Radio(["largest", "all"], value="largest", label="Faces", elem_id="faces",
+                                 info="largest: one face sets the scale and style; all: every face at its own scale "
+                                      "(one more model pass per face)")
             with gr.Column(scale=3), gr.Tabs():
                 with gr.Tab("Photo", id="photo"):
                     with gr.Row():
@@ -628,14 +633,15 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
         style_id.input(show_style, style_inputs, style_outputs, trigger_mode="always_last", concurrency_id="thumbnail")
 
         photo_sample.click(sample_photo, None, photo)
-        photo_run.click(run_photo, [photo, model, style_id, degree, color_transfer, crop, fast, exemplar, exemplar_aligned],
+        photo_run.click(run_photo, [photo, model, style_id, degree, color_transfer, crop, fast, exemplar, exemplar_aligned,
+                         faces],
                         [photo_result, photo_status],
                         preprocess=False, concurrency_id="stylize", concurrency_limit=1)
 
         video.upload(check_video, video, video_status)
         video_sample.click(use_sample_video, None, [video, video_status])
         video_run.click(run_video, [video, model, style_id, degree, color_transfer, crop, fast, track, smooth, exemplar,
-                                    exemplar_aligned],
+                                    exemplar_aligned, faces],
                         [video_result, video_status], concurrency_id="stylize", concurrency_limit=1)
     return demo
 

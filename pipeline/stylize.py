@@ -148,6 +148,14 @@ def _fit_side(frame: np.ndarray, max_side: int | None) -> np.ndarray:
     return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
 
 
+def _check_multiface_options(max_side: int | None, style_image) -> None:
+    """``faces='all'`` renders each face with its own crop and code: refuse the options it does not take."""
+    if max_side is not None or style_image is not None:
+        from pipeline.errors import OptionError
+
+        raise OptionError("--faces all does not combine with --max_side or --style_image yet; use --faces largest")
+
+
 def _pad_to_multiple(frame: np.ndarray, m: int = 8) -> np.ndarray:
     h, w = frame.shape[:2]
     ph, pw = (-h) % m, (-w) % m
@@ -350,14 +358,22 @@ class VToonifyPipeline:
     # ------------------------------------------------------------------------------------------- image
     def stylize_image(self, image: np.ndarray, style_id: int = 26, style_degree: float = 0.5, color_transfer: bool = False,
                       scale_image: bool = False, padding: Sequence[int] = DEFAULT_PADDING,
-                      max_side: int | None = None, style_image=None) -> ImageResult:
+                      max_side: int | None = None, style_image=None, faces: str = "largest",
+                      max_faces: int | None = None) -> ImageResult:
         """Stylise one RGB uint8 image.
 
         ``max_side`` shrinks the (cropped) input so that its longer side is at most that many pixels. The
         memory the stylisation needs is estimated before any work (:func:`pipeline.memory.check_memory`):
         an input too large for this machine is refused with the estimate and the options that fix it.
         ``style_image``: an exemplar instead of ``style_id`` (see :meth:`_exemplar`).
+        ``faces='all'``: every face at its own scale (:mod:`pipeline.multiface`).
         """
+        if faces != "largest":
+            from pipeline import multiface
+
+            _check_multiface_options(max_side, style_image)
+            return multiface.stylize_image(self, image, style_id, style_degree, color_transfer, scale_image, padding,
+                                           faces=faces, max_faces=max_faces)
         _check_options(style_degree, padding, max_side)
         if not scale_image:
             self._check_memory(_fitted_size(image.shape[:2], max_side), 1)
@@ -411,6 +427,8 @@ class VToonifyPipeline:
         overlap: bool = True,
         max_side: int | None = None,
         style_image=None,
+        faces: str = "largest",
+        max_faces: int | None = None,
     ) -> VideoResult:
         """Stylise a video; writes ``<name>_input.mp4`` and ``<name>_vtoonify_<d|t>.mp4`` (with audio).
 
@@ -423,7 +441,18 @@ class VToonifyPipeline:
         memory is checked before any frame is stylised, as in :meth:`stylize_image`.
         ``overlap`` decodes (and crops) ahead and encodes behind in two threads while the model runs
         (:mod:`pipeline.overlap`); the output is the same either way. ``style_image``: see :meth:`stylize_image`.
+        ``faces='all'``: every face tracked and
+        stylised at its own scale (:func:`pipeline.multiface.stylize_video`), at most ``max_faces``.
         """
+        if faces != "largest":
+            from pipeline import multiface
+
+            _check_multiface_options(max_side, style_image)
+            return multiface.stylize_video(self, path, output_dir, style_id=style_id, style_degree=style_degree,
+                                           color_transfer=color_transfer, scale_image=scale_image, padding=padding,
+                                           batch_size=batch_size, track=track, smooth_parsing=smooth_parsing,
+                                           parsing_map_path=parsing_map_path, progress=progress, name=name,
+                                           frame_range=frame_range, overlap=overlap, faces=faces, max_faces=max_faces)
         from tqdm.auto import tqdm
 
         check("style_degree", style_degree)
