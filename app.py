@@ -42,10 +42,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from model.checkpoint import CheckpointError
-from pipeline.precision import FAST_DTYPE, FAST_TOGGLE_INFO, fast_mode_available
 from pipeline.errors import USER_ERRORS, InputError, OptionError
 from pipeline.options import RANGES
+from pipeline.precision import FAST_DTYPE, FAST_TOGGLE_INFO, fast_mode_available
 from pipeline.released import BACKBONE_FILES, DEFAULT_STYLE, SHARED_FILES, files_for, model_folder
 from pipeline.samples import sample_photo, synthesize_test_video
 from pipeline.styles import StyleCodeError
@@ -588,7 +587,8 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
                                    label="Style degree",
                                    info="0: the face as it is ... 1: the full style", elem_id="style-degree")
                 color_transfer = gr.Checkbox(False, label="Colour transfer", elem_id="color-transfer",
-                                             info="use the exemplar's colours too (what the vtoonify_s_d_c.pt models are trained for)")
+                                             info="use the exemplar's colours too "
+                                                  "(what the vtoonify_s_d_c.pt models are trained for)")
                 crop = gr.Checkbox(True, label="Crop around the face", elem_id="crop",
                                    info="rescale so that the eyes are 64 px apart and crop; the result is 4x the input")
                 fast = gr.Checkbox(False, label="Fast (bfloat16)", elem_id="fast", info=FAST_TOGGLE_INFO,

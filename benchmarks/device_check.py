@@ -57,7 +57,6 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from model.fill import fill_module  # noqa: E402
 

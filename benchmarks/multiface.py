@@ -7,8 +7,8 @@ The input is a synthetic video: a 2x2 grid of ``--cell`` px astronaut portraits 
 of which the first 1, 2 or 4 cells hold a face and the rest a face-free gradient. Runs without
 ``--scale_image`` (the canvas is then the whole frame, the same for every face count), so every extra face
 adds one crop of ``2 * padding`` px square: one BiSeNet parse and one VToonify forward (plus one
-style-encoder pass per video). ``s/frame`` is the median interval between consecutive output frames after the first (style codes
-and warm-up excluded); ``largest`` on the 4-face video is the single-face reference. Weights are fill-rule
+style-encoder pass per video). ``s/frame`` is the median interval between consecutive output frames after the first
+(style codes and warm-up excluded); ``largest`` on the 4-face video is the single-face reference. Weights are fill-rule
 weights of the released sizes (the cost does not depend on their values), written once to ``--ckpt_dir``.
 Writes ``multiface.json`` and ``multiface.md`` to ``--out`` and prints the table.
 """
@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from pipeline import multiface  # noqa: E402
 from pipeline.stylize import VToonifyPipeline  # noqa: E402
 from pipeline.video import VideoWriter  # noqa: E402
@@ -49,7 +48,8 @@ def grid_video(path: Path, n_faces: int, frames: int, c: int = 192) -> Path:
     return path
 
 
-def time_video(pipe: VToonifyPipeline, path: Path, out: Path, faces: str, padding: tuple[int, ...]) -> tuple[float, list[float], int]:
+def time_video(pipe: VToonifyPipeline, path: Path, out: Path, faces: str,
+               padding: tuple[int, ...]) -> tuple[float, list[float], int]:
     stamps: list[float] = []
     n_extra = []
     if faces == "all":
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"all, {n} face(s): {s:.2f} s/frame ({extra} extra)", flush=True)
     path = work / f"grid{max(args.faces)}.mp4"
     s, intervals, _ = time_video(pipe, path, work / "largest", "largest", (args.padding,) * 4)
-    rows.append({"mode": "largest", "faces": max(args.faces), "extra_faces_blended": 0, "s_per_frame": s, "intervals": intervals})
+    rows.append({"mode": "largest", "faces": max(args.faces), "extra_faces_blended": 0, "s_per_frame": s,
+                 "intervals": intervals})
     base = next(r["s_per_frame"] for r in rows if r["mode"] == "all" and r["faces"] == 1)
     for r in rows:
         r["ratio_to_1_face"] = r["s_per_frame"] / base

@@ -131,7 +131,8 @@ class PerFrameBaseline:
     """Per-frame image toonification with VToonify's own teacher (the paper's baseline).
 
     For each frame independently: FFHQ alignment of the largest face of the frame (256x256), its pSp
-    content code ``c`` (:func:`content_code`), then the teacher at its native 1024x1024 with fixed noise (the generator's noise buffers):
+    content code ``c`` (:func:`content_code`), then the teacher at its native 1024x1024 with fixed noise
+    (the generator's noise buffers):
 
     * VToonify-D: ``DualStyleGAN([c], s, input_is_latent=True, truncation=1, use_res=True,
       interp_weights=[d] * 7 + [1 if color_transfer else 0] * 11, randomize_noise=False)`` with

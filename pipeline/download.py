@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from pipeline.download_hints import download_command, manual_download_url, missing_file_message
-from pipeline.fetching import DownloadError, Downloader, fetch
+from pipeline.fetching import Downloader, DownloadError, fetch
 from pipeline.fetching import hub_download as _hub_download
 from pipeline.released import (
     BACKBONES,

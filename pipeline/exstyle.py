@@ -202,7 +202,8 @@ class ExemplarEncoder:
         self.generator = generator
         self._perceptual = perceptual
         self.n_latent = n_latent or (generator.n_latent if generator is not None else 18)
-        self.cache_dir = None if cache_dir is False else Path(cache_dir) if cache_dir not in (None, True) else default_cache_dir()
+        self.cache_dir = (None if cache_dir is False
+                          else Path(cache_dir) if cache_dir not in (None, True) else default_cache_dir())
         self.device = torch.device(device) if device is not None else next(encoder.parameters()).device
         self.cache_hits = 0
 

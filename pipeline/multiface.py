@@ -482,8 +482,8 @@ def stylize_video(pipe: VToonifyPipeline, path: str | os.PathLike, output_dir: s
                   overlap: bool = True) -> MultiFaceVideoResult:
     """Stylise every face of a video (``faces='all'``); writes the files :meth:`VToonifyPipeline.stylize_video`
     writes. The canvas size is fixed (with ``scale_image``: the main face's crop at the first frame with a face,
-    grown to hold the face crops of every frame); with ``track`` it follows the main face. ``on_frame`` is called with each frame's
-    :class:`FrameFaces` (for tests and figures). ``batch_size`` bounds how many face crops of one size go
+    grown to hold the face crops of every frame); with ``track`` it follows the main face. ``on_frame`` is called with each
+    frame's :class:`FrameFaces` (for tests and figures). ``batch_size`` bounds how many face crops of one size go
     through the model together (default 1 on CPU, 4 on CUDA). ``smooth_parsing``, ``parsing_map_path`` and
     ``frame_range`` (``stylize_video``'s single-face options) are refused; ``overlap`` is accepted and
     ignored (frames are read, stylised and written in turn)."""

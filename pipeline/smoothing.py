@@ -18,7 +18,8 @@ Algorithm, for window half-width ``w`` and the frame ``i`` being smoothed:
    repeat the last frame and end copies before the first frame repeat the first frame.)
 2. Temporal weight of slot ``k``: ``wt_k = exp(-(k - w)^2 / (2 (w + 0.5)^2))``.
 3. For a neighbour ``j`` the flow from frame ``i`` to frame ``j`` is computed on grayscale ``uint8``
-   versions of the frames (``round((x + 1) * 127.5)`` then OpenCV's RGB-to-gray luma), and the neighbour's image and parsing are backward-warped onto frame ``i``
+   versions of the frames (``round((x + 1) * 127.5)`` then OpenCV's RGB-to-gray luma), and the neighbour's image and
+   parsing are backward-warped onto frame ``i``
    (bilinear, sampling ``j`` at ``x + flow(x)``, pixel centres at integer coordinates as with
    ``grid_sample(align_corners=True)``, zeros outside). The validity mask is the warp of an image of
    ones, set to 0 where it is below 0.9999 and to 1 elsewhere, i.e. 1 where the sample lies inside the

@@ -82,7 +82,8 @@ def load_exstyle_codes(path: str | os.PathLike, n_latent: int = 18, style_dim: i
         arr = np.asarray(code)
         if arr.dtype == object or arr.size != n_latent * style_dim:
             raise StyleCodeError(
-                f"{path}: entry {name!r} has shape {arr.shape}; a style code is ({n_latent}, {style_dim}) or (1, {n_latent}, {style_dim})"
+                f"{path}: entry {name!r} has shape {arr.shape}; "
+                f"a style code is ({n_latent}, {style_dim}) or (1, {n_latent}, {style_dim})"
             )
         codes[str(name)] = arr.astype(np.float32).reshape(1, n_latent, style_dim)
     return codes

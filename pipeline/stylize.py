@@ -21,8 +21,8 @@ import dataclasses
 import os
 import warnings
 from collections import deque
-from contextlib import nullcontext
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -273,7 +273,8 @@ class VToonifyPipeline:
         if not self.exstyles:
             raise StyleCodeError("VToonify-T has no exemplar styles")
         if not 0 <= style_id < len(self.exstyles):
-            raise StyleCodeError(f"--style_id {style_id} is out of range: this exstyle file has {len(self.exstyles)} styles (0 .. {len(self.exstyles) - 1})")
+            raise StyleCodeError(f"--style_id {style_id} is out of range: this exstyle file has {len(self.exstyles)} styles "
+                                 f"(0 .. {len(self.exstyles) - 1})")
         code = torch.from_numpy(list(self.exstyles.values())[style_id]).to(self.device)
         return self.vtoonify.zplus2wplus(code)
 

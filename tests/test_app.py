@@ -119,7 +119,8 @@ def test_discover_models(tmp_path):
     assert [m.color_transfer_model for m in models] == [False, False, True, False]
 
     # explicit checkpoints come first (the first is the default); one already discovered is not repeated
-    config = app.AppConfig.from_checkpoint_dir(tmp_path, [tmp_path / "elsewhere/mine.pt", tmp_path / "vtoonify_t_pixar/vtoonify.pt"])
+    config = app.AppConfig.from_checkpoint_dir(tmp_path, [tmp_path / "elsewhere/mine.pt",
+                                                          tmp_path / "vtoonify_t_pixar/vtoonify.pt"])
     assert config.labels == [str(tmp_path / "elsewhere/mine.pt"), "VToonify-T pixar (vtoonify.pt)",
                              "VToonify-D cartoon (vtoonify_s_d.pt)", "VToonify-D arcane (vtoonify_s_d.pt)",
                              "VToonify-D arcane (vtoonify_s_d_c.pt)"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks import device_check
+import benchmarks.device_check as device_check
 from model.fill import default_fill_table, fill_module
 
 EXPECTED_ROWS = {(b, s, d, "eager") for b in ("VToonify-D", "VToonify-T") for s in ("64x64->256x256", "48x40->192x160")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 
 import cv2
@@ -14,7 +13,6 @@ import torch
 from skimage import data
 
 import style_transfer
-from model.checkpoint import CheckpointError
 from pipeline import fetching, first_run
 from pipeline.errors import InputError, OptionError
 from pipeline.images import read_image_file

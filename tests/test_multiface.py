@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 from skimage import data as skdata
+from test_style_transfer import ckpt, make_pipeline  # noqa: F401 - the session checkpoint fixture
 
 from pipeline import multiface
 from pipeline.faces import apply_crop, crop_parameters, landmarks_in_crop
-from test_style_transfer import ckpt, make_pipeline  # noqa: F401 - the session checkpoint fixture
 
 PADDING = (96, 96, 96, 96)  # 192x192 crops (instead of 400x400) keep the released-size parser cheap on CPU
 STYLE = 1
@@ -306,8 +306,9 @@ def monkeypatch_module():
 def video_runs(pipe, tmp_path_factory, monkeypatch_module) -> dict:
     """`all` on the group video (through VToonifyPipeline.stylize_video) and `largest` on the same video without
     the main face (the second face alone), both with --scale_image --track."""
-    from pipeline.video import synthesize_test_video
     from test_style_transfer import record_writes
+
+    from pipeline.video import synthesize_test_video
 
     root = tmp_path_factory.mktemp("multiface_videos")
     tone = synthesize_test_video(root / "tone.mp4", skdata.astronaut(), n_frames=N_FRAMES, fps=10, size=(64, 64))
@@ -366,7 +367,7 @@ def _region_warping_error(inputs, outputs, regions) -> float:
 
 
 def test_video_face_matches_the_single_face_pipeline_on_it(video_runs):
-    result, frames, single = video_runs["all"], video_runs["frames"], video_runs["alone"]
+    frames, single = video_runs["frames"], video_runs["alone"]
     alone = video_runs["written"][single.output_path]
     assert single.first_face_frame == ENTER
     shape = (288, 512)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from conftest import free_port, read_image, write_tiny_checkpoints
-from pipeline.video import VideoWriter, probe, synthetic_frames, synthesize_test_video
 import smooth_parsing_map
+from conftest import free_port, read_image, write_tiny_checkpoints
+from pipeline.video import VideoWriter, probe, synthesize_test_video, synthetic_frames
 from style_transfer import main
 
 N_STYLES = 3
@@ -300,7 +300,8 @@ def _assert_failed_cleanly(code: int, capsys, out_dir: Path, *needles: str) -> N
 def test_no_face(ckpt, tmp_path, capsys):
     path = tmp_path / "coffee.png"
     cv2.imwrite(str(path), skdata.coffee()[:, :, ::-1])
-    _assert_failed_cleanly(run(ckpt, tmp_path / "out", "--content", str(path), "--scale_image"), capsys, tmp_path / "out", "no face")
+    _assert_failed_cleanly(run(ckpt, tmp_path / "out", "--content", str(path), "--scale_image"),
+                           capsys, tmp_path / "out", "no face")
     video = synthesize_test_video(tmp_path / "cat.mp4", skdata.chelsea(), n_frames=3, fps=5, size=(256, 192))
     _assert_failed_cleanly(run(ckpt, tmp_path / "out", "--content", str(video), "--video", "--scale_image"),
                            capsys, tmp_path / "out", "no face found in any frame")
@@ -435,7 +436,8 @@ def test_video_split_across_two_processes(ckpt, astronaut_video, tmp_path):
     root = Path(__file__).resolve().parents[1]
     model = ckpt / "vtoonify_d_test/vtoonify_s_d.pt"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(root / "style_transfer.py"), "--content", str(astronaut_video), "--video", "--scale_image", "--ckpt", str(model),
+           str(root / "style_transfer.py"), "--content", str(astronaut_video), "--video", "--scale_image",
+           "--ckpt", str(model),
            "--style_encoder_path", str(ckpt / "encoder.pt"), "--faceparsing_path", str(ckpt / "faceparsing.pth"),
            "--output_path", str(tmp_path / "split"), "--cpu", "--no_progress", "--style_id", "1"]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
@@ -448,7 +450,8 @@ def test_video_split_across_two_processes(ckpt, astronaut_video, tmp_path):
     assert run(ckpt, tmp_path / "single", "--content", str(astronaut_video), "--video", "--scale_image") == 0
     from pipeline.video import VideoReader
 
-    with VideoReader(tmp_path / "split" / "astro_vtoonify_d.mp4") as a, VideoReader(tmp_path / "single" / "astro_vtoonify_d.mp4") as b:
+    split_video, single_video = tmp_path / "split" / "astro_vtoonify_d.mp4", tmp_path / "single" / "astro_vtoonify_d.mp4"
+    with VideoReader(split_video) as a, VideoReader(single_video) as b:
         diffs = [np.abs(x.astype(np.int16) - y.astype(np.int16)).mean() for x, y in zip(a, b)]
     assert len(diffs) == 6 and max(diffs) < 3.0, diffs
 
@@ -678,7 +681,8 @@ def test_real_compile_matches_eager():
 
     block = Block().eval()
     g = torch.Generator().manual_seed(0)
-    x, style, noise = torch.randn(2, 8, 8, 8, generator=g), torch.randn(2, 16, generator=g), torch.randn(2, 1, 16, 16, generator=g)
+    x, style, noise = (torch.randn(2, 8, 8, 8, generator=g), torch.randn(2, 16, generator=g),
+                       torch.randn(2, 1, 16, 16, generator=g))
     with torch.inference_mode():
         eager = block(x, style, noise)
         compiled = torch.compile(block, mode="default", fullgraph=True, dynamic=False)

@@ -1,4 +1,5 @@
-"""Video input/output (pipeline/videoio/, pipeline/samples.py): probing, streaming decode, H.264 + audio writing, atomic output."""
+"""Video input/output (pipeline/videoio/, pipeline/samples.py): probing, streaming decode, H.264 + audio writing,
+atomic output."""
 from __future__ import annotations
 
 import weakref

@@ -23,7 +23,8 @@ def concat_segments(parts: list[PathLike], path: PathLike, audio_from: PathLike 
     The compressed video packets of ``parts`` are copied one segment after another, their timestamps
     shifted by the duration of the segments before; the audio of ``audio_from`` (if any) is added as
     :class:`VideoWriter` does. Segments must have been encoded without B-frames
-    (``codec_options=SEGMENT_CODEC_OPTIONS``). The result is written atomically (:func:`pipeline.atomic.atomic_output`); returns its frame count.
+    (``codec_options=SEGMENT_CODEC_OPTIONS``). The result is written atomically (:func:`pipeline.atomic.atomic_output`);
+    returns its frame count.
     """
     if not parts:
         raise ValueError("concat_segments needs at least one segment")
