@@ -37,8 +37,8 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from make_fill_checkpoints import write_fill_checkpoints  # this script's sibling (benchmarks/ is sys.path[0])
 
+from benchmarks.make_fill_checkpoints import write_fill_checkpoints
 from pipeline.faces import apply_crop, crop_parameters, select_face
 from pipeline.stylize import COMPILE_MODES, VToonifyPipeline, frames_to_tensor, tensor_to_frames
 from pipeline.video import VideoReader, VideoWriter, probe, synthesize_test_video

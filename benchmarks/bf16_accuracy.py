@@ -44,9 +44,8 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from make_fill_checkpoints import TABLES, write_fill_face_parser, write_fill_style_encoder  # noqa: E402  (sibling script)
-
 import model.dualstylegan as dualstylegan  # noqa: E402
+from benchmarks.make_fill_checkpoints import TABLES, write_fill_face_parser, write_fill_style_encoder  # noqa: E402
 from model.checkpoint import load_bisenet, load_vtoonify  # noqa: E402
 from model.fill import FillRow, fill_module, read_fill_table  # noqa: E402
 from model.vtoonify import VToonify  # noqa: E402
