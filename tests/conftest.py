@@ -118,3 +118,23 @@ def read_image(path: Path) -> np.ndarray:
     image = cv2.imread(str(path))
     assert image is not None, path
     return image
+
+
+class ScriptedDetector:
+    """A face detector for tracker tests: each call finds one face whose eye centres are ``half_gap`` px left
+    and right of the next scripted position (``None``: no face in that frame)."""
+
+    def __init__(self, positions, half_gap: float = 10):
+        self.positions = list(positions)
+        self.half_gap = half_gap
+
+    def detect(self, frame):
+        from pipeline.faces import Face
+
+        position = self.positions.pop(0)
+        if position is None:
+            return []
+        lm = np.zeros((68, 2))
+        lm[36:42] = np.asarray(position) - (self.half_gap, 0)
+        lm[42:48] = np.asarray(position) + (self.half_gap, 0)
+        return [Face(box=(0, 0, 10, 10), score=1.0, landmarks=lm)]

@@ -15,6 +15,7 @@ from PIL import Image
 from skimage import data as skimage_data
 
 import util
+from conftest import ScriptedDetector
 from model.encoder import align_all_parallel
 from pipeline import faces
 from pipeline.faces import CropParams, Face, FaceDetector
@@ -345,22 +346,6 @@ def test_util_exports():
 # --------------------------------------------------------------------------------------------------
 # FaceTracker (pipeline.stylize): the crop follows the eyes, smoothed, clamped, size fixed
 # --------------------------------------------------------------------------------------------------
-class _ScriptedDetector:
-    """Returns one face per call whose eye centres are the next scripted position (None: no face)."""
-
-    def __init__(self, eyes):
-        self.eyes = list(eyes)
-
-    def detect(self, frame):
-        position = self.eyes.pop(0)
-        if position is None:
-            return []
-        lm = np.zeros((68, 2))
-        lm[36:42] = np.asarray(position) - (10, 0)
-        lm[42:48] = np.asarray(position) + (10, 0)
-        return [Face(box=(0, 0, 10, 10), score=1.0, landmarks=lm)]
-
-
 def test_face_tracker_follows_the_eyes():
     from pipeline.stylize import FaceTracker
 
@@ -368,7 +353,7 @@ def test_face_tracker_follows_the_eyes():
     params = CropParams(h=400, w=600, top=100, bottom=300, left=200, right=400, scale=2.0, blur_count=0)
     frame = np.zeros((200, 300, 3), np.uint8)
     # eyes in frame pixels; x2 in the rescaled frame. The first detection fixes the offset crop centre - eyes.
-    detector = _ScriptedDetector([(100, 60), (110, 60), None, (110, 70), (300, 60), (300, -200)])
+    detector = ScriptedDetector([(100, 60), (110, 60), None, (110, 70), (300, 60), (300, -200)])
     tracker = FaceTracker(params, detector, alpha=0.5)
     boxes = [tracker.update(frame) for _ in range(6)]
     # offset (300, 200) - (200, 120) = (100, 80). Then centre += 0.5 * (eyes * 2 + offset - centre):
@@ -386,6 +371,6 @@ def test_face_tracker_without_a_first_detection_keeps_the_crop():
     from pipeline.stylize import FaceTracker
 
     params = CropParams(h=400, w=600, top=96, bottom=296, left=200, right=400, scale=2.0, blur_count=0)
-    tracker = FaceTracker(params, _ScriptedDetector([None, None]))
+    tracker = FaceTracker(params, ScriptedDetector([None, None]))
     frame = np.zeros((200, 300, 3), np.uint8)
     assert [tracker.update(frame) for _ in range(2)] == [params, params]

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from conftest import ScriptedDetector
 from pipeline.faces import CropParams
 from pipeline.samples import synthetic_frames, write_tone
 from pipeline.stylize import FaceTracker
@@ -164,27 +165,9 @@ def test_mp4_with_a_damaged_index_says_so(tmp_path, frames):
 
 
 # --------------------------------------------------------------------------- a face that leaves and returns
-class ScriptedDetector:
-    """Finds the face at the given eye centres (None: no face in that frame)."""
-
-    def __init__(self, centres):
-        self.centres = list(centres)
-
-    def detect(self, frame):
-        from pipeline.faces import Face
-
-        centre = self.centres.pop(0)
-        if centre is None:
-            return []
-        lm = np.zeros((68, 2))
-        lm[36:42] = (centre[0] - 32, centre[1])
-        lm[42:48] = (centre[0] + 32, centre[1])
-        return [Face(box=(0, 0, 1, 1), score=1.0, landmarks=lm)]
-
-
 def test_face_that_leaves_the_frame_and_comes_back_keeps_the_crop(monkeypatch):
     params = CropParams(h=400, w=600, top=100, bottom=300, left=200, right=400, scale=1.0, blur_count=0)
-    detector = ScriptedDetector([(300, 200), (320, 200), None, None, None, (340, 210), (340, 210)])
+    detector = ScriptedDetector([(300, 200), (320, 200), None, None, None, (340, 210), (340, 210)], half_gap=32)
     monkeypatch.setattr("pipeline.stylize.select_face", lambda faces, which="largest": faces[0] if faces else None)
     tracker = FaceTracker(params, detector, alpha=1.0)
     crops = [tracker.update(np.zeros((400, 600, 3), np.uint8)) for _ in range(7)]
