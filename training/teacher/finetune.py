@@ -47,6 +47,7 @@ from model.simple_augment import random_apply_affine
 from pipeline.atomic import atomic_output
 from pipeline.sheets import caption, grid
 from pipeline.styles import fit_rows
+from training.loop import EMA_DECAY, accumulate
 
 __all__ = ["TeacherConfig", "TeacherTrainer", "swap_rows", "mix_reference_codes", "match_colour",
            "discriminator_features", "feature_loss", "STATE_NAME", "finetune_name"]
@@ -79,7 +80,7 @@ class TeacherConfig:
     mixing: float = 0.9
     ada_target: float = 0.6
     ada_length: int = 10_000
-    ema_decay: float = 0.5 ** (32 / (10 * 1000))
+    ema_decay: float = EMA_DECAY
     amp: str = "none"  # none | bf16 | fp16 (CUDA)
 
 
@@ -120,12 +121,6 @@ def discriminator_features(d: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 
 def feature_loss(fake_feats: list[torch.Tensor], real_feats: list[torch.Tensor]) -> torch.Tensor:
     return sum(F.l1_loss(a, b) for a, b in zip(fake_feats, real_feats)) / len(fake_feats)
-
-
-def _ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for p_ema, p in zip(ema.parameters(), model.parameters()):
-            p_ema.mul_(decay).add_(p.detach(), alpha=1 - decay)
 
 
 def _to_rgb_uint8(x: torch.Tensor, size: int) -> list[np.ndarray]:
@@ -305,7 +300,8 @@ class TeacherTrainer:
             g_loss = F.softplus(-self.d(self._augment(fake.float()))).mean()
         self._backward(g_loss, self.g_optim)
         losses["g"] = g_loss.item()
-        _ema(self.g_ema, self.g, cfg.ema_decay)
+        with torch.no_grad():
+            accumulate(self.g_ema, self.g, cfg.ema_decay)
         return losses
 
     # -------------------------------------------------------------------------------------------- state
