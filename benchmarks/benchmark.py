@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import tempfile
 import time
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.make_fill_checkpoints import write_fill_checkpoints
+from metrics.runtime import peak_memory_gib
 from pipeline.faces import apply_crop, crop_parameters, select_face
 from pipeline.stylize import COMPILE_MODES, VToonifyPipeline, frames_to_tensor, tensor_to_frames
 from pipeline.video import VideoReader, VideoWriter, probe, synthesize_test_video
@@ -63,12 +63,6 @@ def timed(fn, device: torch.device, repeat: int) -> float:
         sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def peak_memory_gib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 @torch.inference_mode()

@@ -43,7 +43,6 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -58,6 +57,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from metrics.runtime import peak_memory_gib  # noqa: E402
 from model.fill import fill_module  # noqa: E402
 
 BACKBONES = {"dualstylegan": "VToonify-D", "toonify": "VToonify-T"}
@@ -157,13 +157,6 @@ def sync(device: torch.device) -> None:
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory_gib(device: torch.device) -> float:
-    """Peak CUDA allocation since the last reset (CUDA), or the process's peak RSS (CPU)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def seconds_per_call(fn, device: torch.device, repeat: int, warmup: int = 1) -> float:

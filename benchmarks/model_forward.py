@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import torch
 
+from metrics.runtime import peak_memory_gib
 from model.fill import fill_module
 from model.vtoonify import VToonify
 
@@ -55,7 +55,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "seconds": [round(t, 3) for t in times],
         "best_seconds": round(min(times), 3),
-        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_gib": round(peak_memory_gib('cpu'), 2),
     }
     if device.type == "cuda":
         result["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)

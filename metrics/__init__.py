@@ -8,7 +8,7 @@
 ``evaluate.py`` applies them to VToonify and to the per-frame baseline on a video.
 """
 from metrics.identity import FaceEmbedder, identity_distance, recognition_model_path
-from metrics.runtime import RuntimeMonitor, RuntimeStats, peak_rss_bytes, reset_peak_rss
+from metrics.runtime import RuntimeMonitor, RuntimeStats, peak_memory_gib, peak_rss_bytes, reset_peak_rss
 from metrics.temporal import (
     Flicker,
     consistency_mask,
@@ -30,6 +30,7 @@ __all__ = [
     "flicker_score",
     "identity_distance",
     "optical_flow",
+    "peak_memory_gib",
     "peak_rss_bytes",
     "recognition_model_path",
     "reset_peak_rss",

@@ -9,8 +9,11 @@
 
 * Time: wall-clock seconds of each ``frame()`` block (``time.perf_counter``); on CUDA the device is
   synchronised at both ends of the block, so asynchronous kernels are counted in their frame.
-* Host memory: the peak resident set size of the process (``resource.getrusage``, ``ru_maxrss``),
-  which includes the loaded models. On Linux the high-water mark is reset when the monitor is
+* Host memory: the peak resident set size of the process, which includes the loaded models. On Linux
+  it is the kernel's high-water mark ``VmHWM`` (``/proc/self/status``), elsewhere ``ru_maxrss``.
+  (``ru_maxrss`` is not reset by ``clear_refs``: it keeps the peak of the process image an ``exec``
+  replaced, so a subprocess started from a large process reports its parent's size.)
+  On Linux the high-water mark is reset when the monitor is
   entered (by writing ``5`` to ``/proc/self/clear_refs``), so the peak is that of the monitored
   section; where that is impossible it is the peak since the process started (``peak_rss_reset`` is
   then ``False``).
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["RuntimeMonitor", "RuntimeStats", "peak_rss_bytes", "reset_peak_rss"]
+__all__ = ["RuntimeMonitor", "RuntimeStats", "peak_memory_gib", "peak_rss_bytes", "reset_peak_rss"]
 
 _MIB = 1024.0 * 1024.0
 
@@ -45,9 +48,25 @@ def reset_peak_rss() -> bool:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process in bytes (``ru_maxrss`` is in KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process in bytes: ``VmHWM`` on Linux (the mark that
+    :func:`reset_peak_rss` resets), else ``ru_maxrss`` (KiB on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # "VmHWM:   123456 kB"
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def peak_memory_gib(device: torch.device | str = "cpu") -> float:
+    """Peak CUDA allocation since its last reset (CUDA), or the process's peak RSS (otherwise), in GiB."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return peak_rss_bytes() / 2**30
 
 
 @dataclass(frozen=True)
