@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from benchmarks.make_fill_checkpoints import write_fill_checkpoints
 from metrics.runtime import peak_memory_gib
+from model.vtoonify import PARSING_SCALE
 from pipeline.faces import apply_crop, crop_parameters, select_face
 from pipeline.stylize import COMPILE_MODES, VToonifyPipeline, frames_to_tensor, tensor_to_frames
 from pipeline.video import VideoReader, VideoWriter, probe, synthesize_test_video
@@ -122,7 +123,7 @@ def bench_backbone(args, backbone: str, video: Path, device: torch.device, dtype
         x = frames_to_tensor([frame_in], device, dtype)
         style = pipe.style_code(crop, style_id=0)
         parsing = pipe.parse(x)
-        inputs = torch.cat([x, parsing / 16], 1)
+        inputs = torch.cat([x, parsing / PARSING_SCALE], 1)
         y = pipe.stylize_tensor(x, style, 0.5, parsing)
         stage = {
             "detect": timed(lambda: pipe.detector.detect(frame), device, args.repeat),

@@ -48,7 +48,7 @@ import model.dualstylegan as dualstylegan  # noqa: E402
 from benchmarks.make_fill_checkpoints import TABLES, write_fill_face_parser, write_fill_style_encoder  # noqa: E402
 from model.checkpoint import load_bisenet, load_vtoonify  # noqa: E402
 from model.fill import FillRow, fill_module, read_fill_table  # noqa: E402
-from model.vtoonify import VToonify  # noqa: E402
+from model.vtoonify import PARSING_SCALE, VToonify  # noqa: E402
 from pipeline.precision import cpu_model_name  # noqa: E402
 from pipeline.styles import save_exstyle_codes  # noqa: E402
 
@@ -180,8 +180,8 @@ def profile_backbone(backbone: str, ckpt_dir: Path, frame: np.ndarray, style: to
     parsing32 = parse(parser, x)
     parsing16 = parse(parser.to(torch.bfloat16), x.bfloat16())
     del parser
-    inputs32 = torch.cat([x, parsing32 / 16], 1)
-    inputs16 = torch.cat([x, parsing16 / 16], 1)
+    inputs32 = torch.cat([x, parsing32 / PARSING_SCALE], 1)
+    inputs16 = torch.cat([x, parsing16 / PARSING_SCALE], 1)
 
     model = load_vtoonify(ckpt_dir / CKPT[backbone])
     ref = stage_outputs(model, inputs32, style)
@@ -324,7 +324,7 @@ def time_model(ckpt_dir: Path, frame: np.ndarray, codes: dict, rounds: int, back
         return p.parse_logits((2 * x2).contiguous(memory_format=torch.channels_last), every=2).contiguous()
 
     def step(model, parser, dtype: torch.dtype, code):
-        return lambda: model(torch.cat([x.to(dtype), parse(parser, x.to(dtype)) / 16], 1), code, d_s=0.5)
+        return lambda: model(torch.cat([x.to(dtype), parse(parser, x.to(dtype)) / PARSING_SCALE], 1), code, d_s=0.5)
 
     rows = []
     for b in backbones:

@@ -36,6 +36,7 @@ from model.checkpoint import load_bisenet, load_vtoonify
 from model.dualstylegan import exstyle_code
 from model.encoder.psp import load_psp_standalone
 from model.errors import UserError
+from model.vtoonify import PARSING_SCALE
 from pipeline.atomic import atomic_output
 from pipeline.errors import USER_ERRORS, DeviceError, InputError, OptionError
 from pipeline.faces import (
@@ -653,7 +654,7 @@ class _VToonifyStep(torch.nn.Module):
         self.vtoonify = vtoonify
 
     def forward(self, x: torch.Tensor, parsing: torch.Tensor, style: torch.Tensor, d_s: float) -> torch.Tensor:
-        inputs = torch.cat([x, parsing.to(x.dtype) / 16.0], dim=1)
+        inputs = torch.cat([x, parsing.to(x.dtype) / PARSING_SCALE], dim=1)
         style = style.expand(x.shape[0], *style.shape[1:])  # VToonify casts it to its mapping's dtype
         return self.vtoonify(inputs, style, d_s=d_s).clamp_(-1, 1)
 
