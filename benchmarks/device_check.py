@@ -11,7 +11,8 @@ Sections, each recorded in ``device_check.json`` and ``device_check.md`` in ``--
 ``throughput``
     VToonify-D and -T at 256x256 -> 1024x1024 and at the sample video's size (392x360 -> 1568x1440), in
     float32, float16 and bfloat16, eager and with ``--compile reduce-overhead`` (the compiled runs for the
-    precisions of ``--compile_dtypes``), on batches of ``--batch`` frames. Per row: frames/s of the generator
+    precisions of ``--compile_dtypes`` and the sizes of ``--compile_sizes``), on batches of ``--batch`` frames.
+    Per row: frames/s of the generator
     (parsing computed beforehand) and with parsing, PSNR (dB) of the uint8 frames against the eager float32
     model on the same frames, the contrast (standard deviation) of the row's frames, and the peak CUDA
     memory of the row, loaded model included (peak RSS of the process on CPU). The pipeline code is the one
@@ -30,7 +31,8 @@ layer and give near-flat frames, on which every PSNR is high; doubled, the frame
 PSNR means something (the ``contrast`` column says how far from flat the frames are).
 
 ``--small`` uses tiny models (64x64 -> 256x256 and 48x40 -> 192x160, 32 channels at most), batches of 2,
-one timed call per row, compiled rows for fp16 only, two of the op tests, 2 training steps, CPU, and
+one timed call per row, compiled rows for fp16 at the 64x64 size only, two of the op tests, 2 training steps,
+CPU, and
 compiles with dynamo's ``eager`` backend (the graph capture and the compiled code path of the pipeline are
 exercised without generating code). A section that runs past
 ``--budget_s`` seconds leaves the remaining rows out and says so (``skipped``) instead of overrunning.
@@ -219,7 +221,8 @@ def throughput_plan(args) -> list[tuple[str, str, str, str | None]]:
     time budget cuts the most expensive rows. Rows of one model follow each other (it is loaded once)."""
     dtypes = sorted(set(args.dtypes) | {"fp32"}, key=list(DTYPES).index)
     eager = [(b, s, d, None) for b in args.backbones for d in dtypes for s in args.sizes]
-    compiled = [(b, s, d, COMPILE_MODE) for d in args.compile_dtypes for b in args.backbones for s in args.sizes]
+    sizes = [s for s in args.sizes if s in args.compile_sizes]
+    compiled = [(b, s, d, COMPILE_MODE) for d in args.compile_dtypes for b in args.backbones for s in sizes]
     return eager + compiled
 
 
@@ -444,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     ap.add_argument("--compile_dtypes", nargs="*", default=None, choices=list(DTYPES),
                     help=f"precisions also run with --compile {COMPILE_MODE} (default fp16 bf16; fp16 with --small)")
+    ap.add_argument("--compile_sizes", nargs="*", default=None, choices=list(SIZES),
+                    help="sizes also run compiled (default all; 256 with --small: each compile is a dynamo trace)")
     ap.add_argument("--batch", type=int, default=None, help="frames per forward (default 8; 2 with --small)")
     ap.add_argument("--repeat", type=int, default=None, help="timed calls per row (default 10; 1 with --small)")
     ap.add_argument("--train_steps", type=int, default=None,
@@ -467,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     args.batch = args.batch or (2 if small else 8)
     args.repeat = args.repeat or (1 if small else 10)
     args.compile_dtypes = args.compile_dtypes if args.compile_dtypes is not None else (["fp16"] if small else ["fp16", "bf16"])
+    args.compile_sizes = args.compile_sizes if args.compile_sizes is not None else (["256"] if small else list(SIZES))
     args.budget_s = args.budget_s if args.budget_s is not None else (math.inf if small else 420.0)
     if small and args.op_tests_k is None:
         args.op_tests_k = SMALL_OP_TESTS

@@ -23,7 +23,8 @@ def test_benchmark_script_writes_json_and_markdown(tmp_path, frozen_helpers):
         (ckpt / frozen_helpers[name].name).symlink_to(frozen_helpers[name])
     out = tmp_path / "results"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "benchmark.py"), "--ckpt_dir", str(ckpt), "--out", str(out),
-           "--dtype", "bfloat16", "--frames", "3", "--repeat", "1", "--throughput_batch", "2", "--threads", "2"]
+           "--dtype", "bfloat16", "--frames", "3", "--repeat", "1", "--throughput_batch", "2", "--threads", "2",
+           "--backbones", "dualstylegan"]  # the rows of both backbones come from one function: one is enough here
     # the repository on the path as `pip install -e .` puts it there (the suite also runs uninstalled)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
@@ -31,7 +32,7 @@ def test_benchmark_script_writes_json_and_markdown(tmp_path, frozen_helpers):
     data = json.loads((out / "results.json").read_text())
     assert data["meta"]["dtype"] == "bfloat16" and data["meta"]["conv_peak_gflops"] > 0
     assert [(r["backbone"], r["size"] == "256x256->1024x1024") for r in data["rows"]] == [
-        ("dualstylegan", True), ("dualstylegan", False), ("toonify", True), ("toonify", False)]
+        ("dualstylegan", True), ("dualstylegan", False)]
     for r in data["rows"]:  # the video row: the crop of the synthetic 400x368 clip, 4x larger out
         (w, h), (w4, h4) = (map(int, side.split("x")) for side in r["size"].split("->"))
         assert (w4, h4) == (4 * w, 4 * h) and w % 8 == 0 and h % 8 == 0
@@ -43,13 +44,12 @@ def test_benchmark_script_writes_json_and_markdown(tmp_path, frozen_helpers):
         assert 20 < r["psnr_vs_fp32"] < 200, r  # bfloat16 against float32: close, not identical (noise: < 12 dB)
         if r["size"] != "256x256->1024x1024":
             assert r["end_to_end"] > 0 and r["fps"] > 0
-    for backbone in ("dualstylegan", "toonify"):
-        # the generator is fully convolutional: its FLOPs grow with the pixel count of the row's input size
-        small, video = (r for r in data["rows"] if r["backbone"] == backbone)
-        (w, h), _ = (map(int, side.split("x")) for side in video["size"].split("->"))
-        assert video["generator_gflop"] / small["generator_gflop"] == pytest.approx(w * h / 256**2, rel=0.01)
+    # the generator is fully convolutional: its FLOPs grow with the pixel count of the row's input size
+    small, video = data["rows"]
+    (w, h), _ = (map(int, side.split("x")) for side in video["size"].split("->"))
+    assert video["generator_gflop"] / small["generator_gflop"] == pytest.approx(w * h / 256**2, rel=0.01)
     table = (out / "results.md").read_text()
-    assert "| backbone | size |" in table and table.count("| dualstylegan |") == 2
+    assert "| backbone | size |" in table and table.count("| dualstylegan |") == 2 and "| toonify |" not in table
 
 
 def test_psnr_vs_float32_known_answers(tmp_path):
