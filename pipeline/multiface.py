@@ -13,7 +13,8 @@ face:
   same padding), its own style code (:meth:`VToonifyPipeline.style_code`), its own parsing logits
   (:meth:`VToonifyPipeline.parse`) and its own VToonify forward; crops of one size are batched (``batch``).
 * **Blend.** A face's weight, in its own crop pixels, is ``m * t``: ``m`` the parsing probability of the
-  face, hair and neck classes (:data:`MASK_CLASSES`), blurred with a Gaussian of sigma :data:`FEATHER`;
+  face, hair and neck classes (:data:`MASK_CLASSES`), remapped to 1 above and 0 below :data:`MASK_RANGE`,
+  blurred with a Gaussian of sigma :data:`FEATHER`;
   ``t`` a smoothstep ramp from 0 at each crop edge to 1 at :data:`TAPER` pixels inside (edges on the frame
   border are not ramped: the canvas ends there too). Where the crops of several faces (the main one
   included) cover a pixel, face ``j`` owns the share ``softmax_j(log t_j - d_j / OWNERSHIP_SOFTNESS)``, with
@@ -65,6 +66,7 @@ from pipeline.stylize import (
 __all__ = [
     "FACE_MODES",
     "MASK_CLASSES",
+    "MASK_RANGE",
     "FEATHER",
     "TAPER",
     "OWNERSHIP_SOFTNESS",
@@ -92,6 +94,11 @@ FACE_MODES = ("largest", "all")
 #: BiSeNet (CelebAMask-HQ) labels blended: skin 1, brows 2-3, eyes 4-5, glasses 6, ears 7-8, earring 9,
 #: nose 10, mouth 11, lips 12-13, neck 14, necklace 15, hair 17 (not background 0, cloth 16, hat 18).
 MASK_CLASSES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17)
+#: The parsing probability ``p`` of :data:`MASK_CLASSES` becomes the mask ``smoothstep((p - lo) / (hi - lo))``:
+#: 1 where the parser gives the pixel to the face at ``p >= hi``, 0 at ``p <= lo``. The face is then wholly the
+#: face's own render (a raw ``p`` of 0.85-0.95 inside a face would leave 5-15% of the canvas, rendered with the
+#: main face's code and scale, mixed in) and the mask still ends softly where the parser is unsure.
+MASK_RANGE = (0.25, 0.75)
 #: Sigma of the Gaussian that feathers a face's mask, in pixels of its own crop (eye distance 64).
 FEATHER = 6.0
 #: Width of the ramp from 0 at a crop edge to 1 inside, in crop pixels.
@@ -202,10 +209,13 @@ def crop_taper(params: CropParams, taper: float = TAPER) -> np.ndarray:
     return (np.broadcast_to(ry, (ch,))[:, None] * np.broadcast_to(rx, (cw,))[None, :]).astype(np.float32)
 
 
-def face_weight(parsing: torch.Tensor, feather: float = FEATHER) -> np.ndarray:
+def face_weight(parsing: torch.Tensor, feather: float = FEATHER, mask_range: tuple[float, float] = MASK_RANGE) -> np.ndarray:
     """``(h, w)`` float32 soft mask in ``[0, 1]``: the softmax probability of :data:`MASK_CLASSES` of 19-channel
-    parsing logits ``(19, H, W)`` (``H, W`` >= h, w: padded maps are cropped by the caller), feathered."""
+    parsing logits ``(19, H, W)`` (``H, W`` >= h, w: padded maps are cropped by the caller), remapped by
+    :data:`MASK_RANGE` and feathered."""
     prob = torch.softmax(parsing.float(), dim=0)[list(MASK_CLASSES)].sum(0).clamp_(0, 1).cpu().numpy()
+    lo, hi = mask_range
+    prob = _smoothstep((prob - lo) / (hi - lo)).astype(np.float32)
     if feather > 0:
         prob = cv2.GaussianBlur(prob, (0, 0), feather, borderType=cv2.BORDER_REPLICATE)
     return np.ascontiguousarray(prob, dtype=np.float32)
