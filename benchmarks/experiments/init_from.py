@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth", type=int, default=10, help="trailing-mean window (iterations) for the comparison")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--analyse_only", action="store_true",
+                   help="no training: the report from the losses in --work (timings from --out/init_from.json)")
     return p
 
 
@@ -179,22 +181,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     work, out = args.work, args.out
-    if work.exists() and not args.resume:
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict = {}
     t_start = time.perf_counter()
+    if args.analyse_only:
+        previous = json.loads((out / "init_from.json").read_text())
+        timings, wall_total = previous["timings"], previous["wall_s_total"]
+    else:
+        if work.exists() and not args.resume:
+            shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        timings = {}
+        paths = write_inputs(work, args)
+        teachers = {k: train_teacher(paths, work, args, k, timings) for k in STYLES}
 
-    paths = write_inputs(work, args)
-    teachers = {k: train_teacher(paths, work, args, k, timings) for k in STYLES}
-
-    # the stand-in released model: the A student, stage 1 + stage 2
-    released = train_student(paths, work, args, "a", "a", teachers["a"], (True, False), args.release_iter, timings)
-    # B from scratch (stage 1 + stage 2) and B warm-started from the A student (stage 2 only)
-    train_student(paths, work, args, "b", "b_scratch", teachers["b"], (True, False), args.distill_iter, timings)
-    train_student(paths, work, args, "b", "b_init_from", teachers["b"], (False,), args.distill_iter, timings,
-                  init_from=released)
+        # the stand-in released model: the A student, stage 1 + stage 2
+        released = train_student(paths, work, args, "a", "a", teachers["a"], (True, False), args.release_iter, timings)
+        # B from scratch (stage 1 + stage 2) and B warm-started from the A student (stage 2 only)
+        train_student(paths, work, args, "b", "b_scratch", teachers["b"], (True, False), args.distill_iter, timings)
+        train_student(paths, work, args, "b", "b_init_from", teachers["b"], (False,), args.distill_iter, timings,
+                      init_from=released)
+        wall_total = round(time.perf_counter() - t_start, 1)
 
     log = work / "log"
     rec_a = read_rec(log / "vtoonify_t_a" / "losses.csv")
@@ -206,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     reached = np.nonzero(sm_i[w - 1:] <= target)[0]  # only full windows count
     reach = int(reached[0]) + w if len(reached) else None  # iterations run (0-based index + 1)
     n = len(rec_s)
+    # the same measure of the scratch run against its own end: how soon a flat curve's noise first touches it
+    self_reach = int(np.nonzero(sm_s[w - 1:] <= target)[0][0]) + w
+    blocks = [(b, min(b + w, n)) for b in range(0, n, w)]
+    block_ratio = [float(np.mean(rec_i[b:e] / rec_s[b:e])) for b, e in blocks]
 
     with open(out / "curves.csv", "w", newline="") as f:
         wr = csv.writer(f)
@@ -220,11 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         "rec_scratch_first": float(rec_s[0]), "rec_init_from_first": float(rec_i[0]),
         "rec_scratch_end_mean": target, "rec_init_from_end_mean": float(sm_i[-1]),
         "init_from_iterations_to_reach_scratch_end": reach,
+        "scratch_iterations_to_reach_own_end": self_reach,
+        "mean_ratio_init_from_to_scratch_per_block": {f"{b}-{e - 1}": round(r, 3) for (b, e), r in zip(blocks, block_ratio)},
         "ratio_stage2": None if reach is None else round(args.distill_iter / reach, 2),
         "ratio_total": None if reach is None else round((args.pretrain_iter + args.distill_iter) / reach, 2),
         "iterations_scratch_total": {"stage1": args.pretrain_iter, "stage2": args.distill_iter},
         "iterations_init_from_total": {"stage1": 0, "stage2": args.distill_iter},
-        "timings": timings, "wall_s_total": round(time.perf_counter() - t_start, 1),
+        "timings": timings, "wall_s_total": wall_total,
     }
     (out / "init_from.json").write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -242,7 +254,11 @@ def main(argv: list[str] | None = None) -> int:
               f"* init_from reaches the scratch run's final mean after {reach_text}"
               + ("" if reach is None else f" (stage 2: {summary['ratio_stage2']}x fewer; counting the scratch run's stage 1:"
                                           f" {args.pretrain_iter + args.distill_iter} vs {reach}, "
-                                          f"{summary['ratio_total']}x)") + ";",
+                                          f"{summary['ratio_total']}x)") + f"; the scratch run's own trailing mean first "
+              f"reaches that value at iteration {self_reach}, so the stage-2 difference between the two is {self_reach} - "
+              f"{reach if reach is not None else 'n/a'} iterations;",
+              f"* mean per-iteration ratio init_from / scratch (same batches) over blocks of {w} iterations: "
+              + ", ".join(f"{b}-{e - 1}: {r:.3f}" for (b, e), r in zip(blocks, block_ratio)) + ";",
               "* wall time per run (s; shared 2-core machine, nice 19): "
               + ", ".join(f"{k} {v['wall_s']}" for k, v in timings.items()) + f"; total {summary['wall_s_total']}."]
     (out / "init_from.md").write_text("\n".join(lines) + "\n")
