@@ -42,12 +42,10 @@ import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks.make_fill_checkpoints import TABLES
+from model.fill import write_fill_face_parser, write_fill_style_encoder
 
-from benchmarks.make_fill_checkpoints import TABLES  # noqa: E402
-from model.fill import write_fill_face_parser, write_fill_style_encoder  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 SIZE = 256
 #: (RGB cast, stripes vertical?) of the two synthetic styles
