@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     for loss in ("adv_loss", "grec_loss", "perc_loss", "tmp_loss"):
         v.add_argument(f"--{loss}", type=float, default=None, help=f"train_vtoonify.py --{loss}")
     v.add_argument("--init_from", default=None,
-                   help="warm-start encoder and fusion layers from a VToonify-T checkpoint (train_vtoonify.py --init_from)")
+                   help="warm-start encoder and fusion layers from a VToonify-T checkpoint (train_vtoonify.py --init_from); "
+                        "stage 1 is then skipped")
     v.add_argument("--vtoonify_state_every", type=int, default=None, help="train_vtoonify.py --state_every")
     v.add_argument("--log_dir", default=None, help="train_vtoonify.py --log_dir")
     return p
@@ -170,7 +171,11 @@ def train_vtoonify_t(args, teacher: Path) -> int:
     import train_vtoonify
 
     run_dir = Path(args.checkpoint_dir) / f"vtoonify_t_{args.name}"
-    for pretrain, output in ((True, run_dir / "pretrain.pt"), (False, run_dir / "vtoonify.pt")):
+    stages = [(True, run_dir / "pretrain.pt"), (False, run_dir / "vtoonify.pt")]
+    if args.init_from is not None:  # stage 2 takes the encoder and fusion layers from --init_from: no stage 1
+        print(f"VToonify-T stage 1 (encoder pre-training) not needed: stage 2 starts from {args.init_from}")
+        stages = stages[1:]
+    for pretrain, output in stages:
         stage = "stage 1 (encoder pre-training)" if pretrain else "stage 2 (distillation)"
         if output.is_file() and args.resume:
             print(f"{stage} already done: {output}")

@@ -221,3 +221,29 @@ def test_pictures_to_video_model_chain(tmp_path, frozen_helpers):
     out = cv2.imread(str(tmp_path / "out" / "astronaut_vtoonify_t.jpg"))
     inp = cv2.imread(str(tmp_path / "out" / "astronaut_input.jpg"))
     assert out is not None and out.shape[:2] == (4 * inp.shape[0], 4 * inp.shape[1])
+
+
+@pytest.mark.parametrize("init_from", [None, "released_t.pt"])
+def test_vtoonify_stages_with_and_without_init_from(tmp_path, monkeypatch, capsys, init_from):
+    """--vtoonify runs stage 1 then stage 2; with --init_from, stage 2 takes the encoder and fusion layers from that
+    file, so stage 1 (whose result it would overwrite) is not run."""
+    import train_style
+    import train_vtoonify
+
+    calls = []
+
+    def fake_main(argv):
+        calls.append(argv)
+        out = Path(argv[argv.index("--checkpoint_dir") + 1]) / argv[argv.index("--name") + 1]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ("pretrain.pt" if "--pretrain" in argv else "vtoonify.pt")).write_bytes(b"")
+        return 0
+
+    monkeypatch.setattr(train_vtoonify, "main", fake_main)
+    argv = ["--images", "refs", "--name", "mine", "--vtoonify", "--checkpoint_dir", str(tmp_path)]
+    args = train_style.build_parser().parse_args(argv + (["--init_from", init_from] if init_from else []))
+    assert train_style.train_vtoonify_t(args, tmp_path / "teacher.pt") == 0
+    stages = [("--pretrain" in a, a[a.index("--init_from") + 1] if "--init_from" in a else None) for a in calls]
+    assert stages == ([(True, None), (False, None)] if init_from is None else [(False, init_from)])
+    assert (tmp_path / "vtoonify_t_mine" / "vtoonify.pt").is_file()
+    assert (tmp_path / "vtoonify_t_mine" / "pretrain.pt").is_file() == (init_from is None)
