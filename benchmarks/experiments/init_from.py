@@ -1,7 +1,7 @@
 """Measured try: how many distillation iterations ``--init_from`` saves a new VToonify-T style, on small random models.
 
-    PYTHONPATH=$PWD python benchmarks/experiments/init_from.py                       # the sizes of benchmarks/README.md
-    PYTHONPATH=$PWD python benchmarks/experiments/init_from.py --teacher_iter 2 --pretrain_iter 2 \\
+    python benchmarks/experiments/init_from.py                       # the sizes of benchmarks/README.md
+    python benchmarks/experiments/init_from.py --teacher_iter 2 --pretrain_iter 2 \\
         --release_iter 2 --distill_iter 4                                            # smoke run
 
 What it runs, every step through the project's own entry points (``train_style.main`` for the teachers,
