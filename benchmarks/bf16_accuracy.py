@@ -170,18 +170,12 @@ def stage_outputs(model: VToonify, inputs: torch.Tensor, style: torch.Tensor) ->
 
 
 def profile_backbone(backbone: str, ckpt_dir: Path, frame: np.ndarray, style: torch.Tensor) -> list[dict]:
-    from pipeline.stylize import frames_to_tensor
+    from pipeline.stylize import frames_to_tensor, parse_frames
 
     parser = load_bisenet(ckpt_dir / "faceparsing.pth")
     x = frames_to_tensor([frame], torch.device("cpu"))
-
-    def parse(p, xx):
-        x2 = torch.nn.functional.interpolate(xx, scale_factor=2, mode="bilinear", align_corners=False)
-        with torch.inference_mode():
-            return p.parse_logits((2 * x2).contiguous(memory_format=torch.channels_last), every=2).contiguous().float()
-
-    parsing32 = parse(parser, x)
-    parsing16 = parse(parser.to(torch.bfloat16), x.bfloat16())
+    parsing32 = parse_frames(parser, x).float()
+    parsing16 = parse_frames(parser.to(torch.bfloat16), x.bfloat16()).float()
     del parser
     inputs32 = torch.cat([x, parsing32 / PARSING_SCALE], 1)
     inputs16 = torch.cat([x, parsing16 / PARSING_SCALE], 1)
