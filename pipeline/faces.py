@@ -11,7 +11,9 @@ Conventions
 * Landmarks are dlib's 68-point iBUG layout as a ``float64`` array of shape ``(68, 2)`` holding
   ``(x, y)`` pixel coordinates.
 * dlib is imported lazily, so importing this module never needs dlib; the detector and the landmark
-  model are loaded once per :class:`FaceDetector` on first use.
+  model are loaded on first use and shared by every :class:`FaceDetector` of the process (a landmark
+  model once per file; loading the two takes about a second, which every pipeline, figure and demo model
+  used to pay again).
 
 Face choice
 -----------
@@ -32,9 +34,11 @@ downloaded it). The model was trained on iBUG 300-W, whose licence excludes comm
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence, Union
@@ -198,25 +202,23 @@ class FaceDetector:
         self._detector: Any | None = None
 
     def _load(self) -> tuple[Any, Any]:
-        if self._detector is None or self._predictor is None:
-            try:
-                import dlib
-            except ImportError as exc:  # pragma: no cover - depends on the environment
-                raise ImportError("face detection needs dlib: `pip install dlib-bin`") from exc
-            if self._predictor is None:
-                self._predictor = dlib.shape_predictor(str(landmark_model_path(self.landmark_path)))
-            if self._detector is None:
-                self._detector = dlib.get_frontal_face_detector()
+        if self._detector is None:
+            self._detector = _shared_detector()
+        if self._predictor is None:
+            path = landmark_model_path(self.landmark_path).resolve()
+            stat = path.stat()
+            self._predictor = _shared_predictor(str(path), stat.st_mtime_ns, stat.st_size)
         return self._detector, self._predictor
 
     def detect(self, image: ImageInput) -> list[Face]:
         """All faces in ``image``, in dlib's order (decreasing detection score)."""
         rgb = load_rgb(image)
         detector, predictor = self._load()
-        rects, scores, _ = detector.run(rgb, self.upsample, self.threshold)
+        with _DETECTOR_LOCK:  # one dlib detector per process; it keeps scratch state while it runs
+            rects, scores, _ = detector.run(rgb, self.upsample, self.threshold)
         faces = []
         for rect, score in zip(rects, scores):
-            shape = predictor(rgb, rect)
+            shape = predictor(rgb, rect)  # dlib documents its shape_predictor as safe to share between threads
             points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
             box = (int(rect.left()), int(rect.top()), int(rect.right()), int(rect.bottom()))
             faces.append(Face(box=box, score=float(score), landmarks=points))
@@ -224,6 +226,30 @@ class FaceDetector:
 
     def __call__(self, image: ImageInput) -> list[Face]:
         return self.detect(image)
+
+
+_DETECTOR_LOCK = threading.Lock()
+
+
+def _import_dlib():
+    try:
+        import dlib
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("face detection needs dlib: `pip install dlib-bin`") from exc
+    return dlib
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_detector() -> Any:
+    """dlib's HOG frontal face detector, built once per process (callers hold ``_DETECTOR_LOCK`` to run it)."""
+    return _import_dlib().get_frontal_face_detector()
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_predictor(path: str, mtime_ns: int, size: int) -> Any:
+    """The landmark model at ``path``, loaded once per (file, modification time, size): a file replaced on
+    disk is loaded again."""
+    return _import_dlib().shape_predictor(path)
 
 
 _DEFAULT_DETECTOR: FaceDetector | None = None

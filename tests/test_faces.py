@@ -138,6 +138,28 @@ def test_accepts_paths_and_dlib_predictor(tmp_path, astronaut, astronaut_lm):
         faces.load_rgb(astronaut.astype(np.float32))
 
 
+def test_detectors_share_the_dlib_models_per_file(tmp_path, astronaut, astronaut_lm):
+    """Every FaceDetector of the process uses one dlib detector and one landmark model per file (loaded once);
+    a different file, or the same path with a new modification time, gets its own; threads find the same faces."""
+    import os
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    a, b = faces.FaceDetector(), faces.FaceDetector()
+    assert a._load()[0] is b._load()[0] and a._load()[1] is b._load()[1]
+    copy = tmp_path / "landmarks.dat"
+    shutil.copyfile(faces.landmark_model_path(), copy)
+    c = faces.FaceDetector(copy)
+    assert c._load()[1] is not a._load()[1] and faces.FaceDetector(copy)._load()[1] is c._load()[1]
+    os.utime(copy, ns=(0, copy.stat().st_mtime_ns + 10**9))  # the file changed on disk: loaded again
+    assert faces.FaceDetector(copy)._load()[1] is not c._load()[1]
+    np.testing.assert_array_equal(faces.select_face(c.detect(astronaut)).landmarks, astronaut_lm)
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(lambda d: faces.select_face(d.detect(astronaut)).landmarks, [faces.FaceDetector()] * 8))
+    for lm in found:
+        np.testing.assert_array_equal(lm, astronaut_lm)
+
+
 @pytest.mark.parametrize("name", ["coffee", "chelsea"])
 def test_no_face(detector, name):
     img = getattr(skimage_data, name)()
