@@ -9,7 +9,7 @@ to ``--ckpt_dir`` (default ``/tmp/vtoonify_fill_ckpt``, ~2.3 GB). The video inpu
 project's sample clip when ``--video`` is given (e.g. ``../shared/samples/529.mp4``), else a synthetic
 clip of the public-domain astronaut portrait of the same size (400x368).
 
-Stages, timed per frame (median of ``--repeat`` runs after one warm-up):
+Stages, timed per frame (median of ``--repeat`` runs after ``--warmup`` untimed calls, default 1):
 ``detect`` (dlib face + landmarks on the full frame), ``parse`` (BiSeNet at 2x), ``style_encoder``
 (alignment + pSp, done once per video), ``generator`` (VToonify), ``decode`` / ``encode`` (video I/O).
 ``end_to_end`` is ``(time(N frames) - time(2 frames)) / (N - 2)`` of ``stylize_video`` with the models
@@ -54,8 +54,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device: torch.device, repeat: int) -> float:
-    fn()
+def timed(fn, device: torch.device, repeat: int, warmup: int = 1) -> float:
+    """Median seconds of ``repeat`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeat):
         sync(device)
@@ -126,16 +128,16 @@ def bench_backbone(args, backbone: str, video: Path, device: torch.device, dtype
         inputs = torch.cat([x, parsing / PARSING_SCALE], 1)
         y = pipe.stylize_tensor(x, style, 0.5, parsing)
         stage = {
-            "detect": timed(lambda: pipe.detector.detect(frame), device, args.repeat),
-            "parse": timed(lambda: pipe.parse(x), device, args.repeat),
-            "style_encoder": timed(lambda: pipe.style_code(crop, style_id=0), device, args.repeat),
-            "generator": timed(lambda: pipe.stylize_tensor(x, style, 0.5, parsing), device, args.repeat),
-            "to_uint8": timed(lambda: tensor_to_frames(y), device, args.repeat),
+            "detect": timed(lambda: pipe.detector.detect(frame), device, args.repeat, args.warmup),
+            "parse": timed(lambda: pipe.parse(x), device, args.repeat, args.warmup),
+            "style_encoder": timed(lambda: pipe.style_code(crop, style_id=0), device, args.repeat, args.warmup),
+            "generator": timed(lambda: pipe.stylize_tensor(x, style, 0.5, parsing), device, args.repeat, args.warmup),
+            "to_uint8": timed(lambda: tensor_to_frames(y), device, args.repeat, args.warmup),
         }
         batch = args.throughput_batch or (8 if device.type == "cuda" else 1)
         xb, pb = x.expand(batch, -1, -1, -1).contiguous(), parsing.expand(batch, -1, -1, -1).contiguous()
-        t_batch = timed(lambda: pipe.stylize_tensor(xb, style, 0.5, pb), device, args.repeat)
-        t_batch_parse = timed(lambda: pipe.stylize_tensor(xb, style, 0.5), device, args.repeat)
+        t_batch = timed(lambda: pipe.stylize_tensor(xb, style, 0.5, pb), device, args.repeat, args.warmup)
+        t_batch_parse = timed(lambda: pipe.stylize_tensor(xb, style, 0.5), device, args.repeat, args.warmup)
         extra = {"batch": batch, "batch_fps": round(batch / t_batch, 2),
                  "batch_fps_with_parse": round(batch / t_batch_parse, 2)}
         if dtype != torch.float32:
@@ -148,7 +150,7 @@ def bench_backbone(args, backbone: str, video: Path, device: torch.device, dtype
                 for _ in range(4):
                     writer.write(out)
 
-        stage["encode"] = timed(encode, device, 1) / 4
+        stage["encode"] = timed(encode, device, 1, args.warmup) / 4
 
         def decode():
             with VideoReader(video) as reader:
@@ -156,7 +158,7 @@ def bench_backbone(args, backbone: str, video: Path, device: torch.device, dtype
                     if k == 3:
                         break
 
-        stage["decode"] = timed(decode, device, 1) / 4
+        stage["decode"] = timed(decode, device, 1, args.warmup) / 4
         gflop = generator_gflop(pipe.vtoonify, inputs, style)
         row = {"backbone": backbone, "size": f"{w}x{h}->{4 * w}x{4 * h}", **{k: round(v, 4) for k, v in stage.items()},
                "generator_gflop": round(gflop, 1),
@@ -215,6 +217,8 @@ def main() -> None:
     ap.add_argument("--compile", default=None, choices=COMPILE_MODES,
                     help="torch.compile the generator as style_transfer.py --compile does")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed calls before each timed stage (0: none, for a "
+                    "smoke run; the first call of a stage is then in its time)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--ckpt_dir", default="/tmp/vtoonify_fill_ckpt")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))

@@ -328,6 +328,10 @@ class VToonifyPipeline:
         """(B, 3, H, W) in [-1, 1] (H, W multiples of 8) -> (B, 3, 4H, 4W) in [-1, 1]."""
         if parsing is None:
             parsing = self.parse(x)
+        # the same kind of tensor whoever calls: frames_to_tensor's permute is channels-last and the video path's
+        # stacked frames are not, and only some callers build them in inference mode. A compiled step guards on
+        # both (strides, dispatch keys) and would trace another graph for each; the copy is of the small inputs.
+        x, parsing = (t.clone(memory_format=torch.contiguous_format) for t in (x, parsing))
         if self.compile is None:
             return self._step(x, parsing, style, style_degree)
         if not torch.is_tensor(style_degree):  # a tensor input: a new degree must not trigger a recompile

@@ -23,7 +23,8 @@ def test_benchmark_script_writes_json_and_markdown(tmp_path, frozen_helpers):
         (ckpt / frozen_helpers[name].name).symlink_to(frozen_helpers[name])
     out = tmp_path / "results"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "benchmark.py"), "--ckpt_dir", str(ckpt), "--out", str(out),
-           "--dtype", "bfloat16", "--frames", "3", "--repeat", "1", "--throughput_batch", "2", "--threads", "2",
+           "--dtype", "bfloat16", "--frames", "3", "--repeat", "1", "--warmup", "0", "--throughput_batch", "2",
+           "--threads", "2",
            "--backbones", "dualstylegan"]  # the rows of both backbones come from one function: one is enough here
     # the repository on the path as `pip install -e .` puts it there (the suite also runs uninstalled)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import train_vtoonify
+from conftest import free_port
 from model.checkpoint import load_vtoonify, safe_load
 from model.dualstylegan import DualStyleGAN
 from model.fill import fill_module
@@ -101,9 +103,9 @@ def test_pretrain_then_train_writes_loadable_checkpoints(teachers, tmp_path, bac
     out = tmp_path / "out"
     assert stylise(["--content", str(img), "--scale_image", "--ckpt", str(saved), "--backbone", backbone, "--style_id", "1",
                     "--style_encoder_path", str(teachers["encoder"]), "--faceparsing_path", str(teachers["faceparsing"]),
-                    "--output_path", str(out), "--cpu", "--no_progress"]) == 0
+                    "--output_path", str(out), "--cpu", "--no_progress", "--padding", "96", "96", "96", "96"]) == 0
     suffix = "d" if backbone == "dualstylegan" else "t"
-    assert cv2.imread(str(out / f"face_vtoonify_{suffix}.jpg")).shape == (4 * 352, 4 * 400, 3)
+    assert cv2.imread(str(out / f"face_vtoonify_{suffix}.jpg")).shape == (4 * 192, 4 * 192, 3)
 
 
 def test_stage1_loss_falls(teachers, tmp_path):
@@ -133,12 +135,13 @@ def test_stage1_loss_falls(teachers, tmp_path):
 
 
 def test_kill_and_resume_is_bit_exact(teachers, tmp_path):
-    common = ("--iter", "4", "--state_every", "1", "--tmp_loss", "1.0")
+    common = ("--iter", "3", "--state_every", "1", "--tmp_loss", "1.0")  # the temporal loss (random crops) is on in the 3rd
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    for d in (straight, killed):
-        assert train_vtoonify.main(args_for(teachers, d, "dualstylegan", "--pretrain", "--iter", "1")) == 0
+    assert train_vtoonify.main(args_for(teachers, straight, "dualstylegan", "--pretrain", "--iter", "1")) == 0
+    (killed / "checkpoint" / "run").mkdir(parents=True)  # the same stage-1 result for both runs
+    shutil.copyfile(straight / "checkpoint" / "run" / "pretrain.pt", killed / "checkpoint" / "run" / "pretrain.pt")
     assert train_vtoonify.main(args_for(teachers, straight, "dualstylegan", *common)) == 0
-    assert train_vtoonify.main(args_for(teachers, killed, "dualstylegan", *common, "--stop_at", "3")) == 0
+    assert train_vtoonify.main(args_for(teachers, killed, "dualstylegan", *common, "--stop_at", "2")) == 0
     assert not (killed / "checkpoint" / "run" / "vtoonify_s_d_c.pt").exists()
     assert train_vtoonify.main(args_for(teachers, killed, "dualstylegan", *common, "--resume")) == 0
     assert _losses(killed / "log" / "run" / "losses.csv") == _losses(straight / "log" / "run" / "losses.csv")
@@ -152,8 +155,8 @@ def test_two_process_torchrun(teachers, tmp_path):
     assert train_vtoonify.main(args_for(teachers, tmp_path, "toonify", "--pretrain", "--iter", "1")) == 0
     worker = Path(__file__).with_name("ddp_worker.py")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(worker),
-           str(tmp_path / "ema"), *args_for(teachers, tmp_path, "toonify", "--iter", "2", "--batch", "1")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(worker), str(tmp_path / "ema"), *args_for(teachers, tmp_path, "toonify", "--iter", "2", "--batch", "1")]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / "ema" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
