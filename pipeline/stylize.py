@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -255,7 +257,7 @@ class VToonifyPipeline:
 
     # ------------------------------------------------------------------------------------ style codes
     def _load_style_encoder(self) -> torch.nn.Module:
-        return load_psp_standalone(self.style_encoder_path, self.device).requires_grad_(False)
+        return shared_style_encoder(self.style_encoder_path, self.device)
 
     @property
     def pspencoder(self) -> torch.nn.Module:
@@ -635,6 +637,28 @@ class _FrameBatcher:
 def _write_pair(w_in: VideoWriter, w_out: VideoWriter, crop: np.ndarray, out: np.ndarray, time: float | None) -> None:
     w_in.write_at(crop, time)
     w_out.write_at(out, time)
+
+
+_STYLE_ENCODERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_STYLE_ENCODERS_LOCK = threading.Lock()
+
+
+def shared_style_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The pSp encoder of ``path`` on ``device`` (frozen, eval mode), one copy per process for every pipeline that
+    holds it: the released file is ~1 GiB, which the demo's pipelines (one per VToonify model) or a script's
+    several pipelines each loaded again. Loaded anew once no pipeline holds it (weak references) or the file
+    changed (modification time, size). Pipelines only run it; nothing may modify it."""
+    source = Path(path)
+    if not source.is_file():
+        return load_psp_standalone(source, device)  # its error names the missing file
+    stat = source.stat()
+    key = (str(source.resolve()), stat.st_mtime_ns, stat.st_size, str(torch.device(device)))
+    with _STYLE_ENCODERS_LOCK:
+        encoder = _STYLE_ENCODERS.get(key)
+        if encoder is None:
+            encoder = load_psp_standalone(source, device).requires_grad_(False)
+            _STYLE_ENCODERS[key] = encoder
+    return encoder
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

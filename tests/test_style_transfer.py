@@ -395,6 +395,41 @@ def test_pipeline_is_reusable(ckpt, astronaut_jpg, pipe_d, tmp_path):
     assert (tmp_path / "cli" / "astronaut_input.jpg").read_bytes() == jpeg_bytes(a.input, tmp_path / "api", "input.jpg")
 
 
+def test_pipelines_share_one_style_encoder(ckpt, pipe_d, tmp_path):
+    """Every pipeline of the process uses one copy of a pSp file (~1 GiB released), held weakly: a pipeline made
+    while another holds it gets the same module; once none holds it, or after the file changed, it is loaded anew."""
+    import gc
+    import os
+
+    from pipeline import stylize
+
+    other = make_pipeline(ckpt, "toonify")
+    assert other.pspencoder is pipe_d.pspencoder
+    lazy = make_pipeline(ckpt, keep_style_encoder=False)  # loads on first use, drops it after each code
+    assert lazy._pspencoder is None and lazy.pspencoder is pipe_d.pspencoder
+    path = (ckpt / "encoder.pt").resolve()
+    os.symlink(path, tmp_path / "link.pt")
+    alone = stylize.shared_style_encoder(tmp_path / "link.pt")
+    assert alone is pipe_d.pspencoder  # the same file under another name
+    held = id(pipe_d.pspencoder)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file changed on disk
+    try:
+        changed = stylize.shared_style_encoder(ckpt / "encoder.pt")
+        assert changed is not pipe_d.pspencoder and stylize.shared_style_encoder(ckpt / "encoder.pt") is changed
+        key = next(k for k, v in stylize._STYLE_ENCODERS.items() if v is changed)
+        del changed, alone
+        gc.collect()
+        assert key not in stylize._STYLE_ENCODERS  # nothing holds it: freed
+    finally:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert id(pipe_d.pspencoder) == held and stylize.shared_style_encoder(ckpt / "encoder.pt") is pipe_d.pspencoder
+    from model.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not found"):
+        stylize.shared_style_encoder(tmp_path / "missing.pt")
+
+
 def test_dtype_through_the_cli(ckpt, astronaut_jpg, tmp_path):
     """--dtype bfloat16 runs VToonify and the parser in bfloat16: the CLI writes the bfloat16 pipeline's result."""
     import torch
