@@ -388,10 +388,30 @@ def test_video_face_matches_the_single_face_pipeline_on_it(video_runs):
     video_runs["regions"] = (steady, blended, resampled, regions)
 
 
-@pytest.mark.xfail(strict=True, reason="measured on fill-rule weights: 2.3e-5 blended vs 2.3e-7 single-face (3.8e-5 "
-                   "before multiface.MASK_RANGE made the mask 1 where the parser is sure); the region (alpha > 0.5 max) "
-                   "includes the feathered band where the canvas, rendered with the main face's code and scale, is mixed "
-                   "in and brings its own temporal change")
+def test_video_blend_band_is_steadier_than_the_canvas(video_runs):
+    """Where the second face's render is mixed with the canvas (0.5 max < alpha < 0.99 max: the crop taper and the
+    ownership split, since the fill-rule parser's mask covers nearly the whole crop), the output flickers far less
+    than `largest` there, which renders that face with the main face's code and scale. Measured: 1.5e-4 against
+    1.4e-3 (the single-face render alone: 1.4e-6)."""
+    if "regions" not in video_runs:
+        test_video_face_matches_the_single_face_pipeline_on_it(video_runs)
+    steady, blended, _, _ = video_runs["regions"]
+    frames = video_runs["frames"]
+    inputs = [frames[t].input for t in steady]
+    bands = []
+    for t in steady:
+        alpha = frames[t].faces[0].alpha
+        bands.append((alpha > 0.5 * alpha.max()) & (alpha < 0.99 * alpha.max()))
+    assert all(b.sum() > 1000 for b in bands)
+    e_all = _region_warping_error(inputs, blended, bands)
+    e_largest = _region_warping_error(inputs, [frames[t].canvas_output for t in steady], bands)
+    assert e_all < 0.25 * e_largest, (e_all, e_largest)
+
+
+@pytest.mark.xfail(strict=True, reason="measured on fill-rule weights: 2.3e-5 blended vs 2.3e-7 single-face; inside "
+                   "the face (its landmarks' hull) 3.2e-7 vs 4.5e-9 and where alpha >= 0.99 max 1.8e-8 vs 1.9e-8, both "
+                   "within uint8 rounding; the gap is the blend band (0.5-0.99 max: 1.5e-4 vs 1.4e-6), where the canvas, "
+                   "rendered with the main face's code and scale (1.4e-3 there), is mixed in")
 def test_video_face_region_warping_error_not_worse_than_single_face(video_runs):
     if "regions" not in video_runs:
         test_video_face_matches_the_single_face_pipeline_on_it(video_runs)
