@@ -44,10 +44,11 @@ def _seeded(shape, name: str) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def golden_ckpt(tmp_path_factory) -> dict[str, Path]:
-    """The checkpoints the golden run used, in the released layout, rebuilt from the fill tables."""
+def golden_ckpt(tmp_path_factory, frozen_helpers) -> dict[str, Path]:
+    """The checkpoints the golden run used, in the released layout, rebuilt from the fill tables (the pSp weights
+    are the session's ``frozen_helpers`` encoder, filled from the same table, saved with the golden run's opts and
+    latent_avg)."""
     from model.bisenet.model import BiSeNet
-    from model.encoder.encoders.psp_encoders import GradualStyleEncoder
     from model.fill import fill_module
     from model.vtoonify import VToonify
     from pipeline.styles import save_exstyle_codes
@@ -61,14 +62,11 @@ def golden_ckpt(tmp_path_factory) -> dict[str, Path]:
     del model
     names = [f"style_{i:03d}.jpg" for i in range(N_EXSTYLES)]
     save_exstyle_codes(paths["ckpt"].parent / "exstyle_code.npy", {n: _seeded((1, 18, 512), n).numpy() for n in names})
-    with torch.device("meta"):
-        encoder = GradualStyleEncoder(50, "ir_se")
-    encoder = fill_module(encoder.to_empty(device="cpu"), GOLDEN / "fill_psp_encoder.tsv")
+    encoder_sd = torch.load(frozen_helpers["encoder"], map_location="cpu", weights_only=True, mmap=True)["state_dict"]
     opts = {"encoder_type": "GradualStyleEncoder", "input_nc": 3, "label_nc": 0, "output_size": 1024, "n_styles": 18,
             "start_from_latent_avg": True, "learn_in_w": False, "dataset_type": "ffhq_encode"}
-    torch.save({"opts": opts, "state_dict": {"encoder." + k: v for k, v in encoder.state_dict().items()},
-                "latent_avg": _seeded((18, 512), "latent_avg")}, paths["encoder"])
-    del encoder
+    torch.save({"opts": opts, "state_dict": encoder_sd, "latent_avg": _seeded((18, 512), "latent_avg")}, paths["encoder"])
+    del encoder_sd
     torch.save(fill_module(BiSeNet(19), GOLDEN / "fill_bisenet.tsv").state_dict(), paths["faceparsing"])
     return paths
 
