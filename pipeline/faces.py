@@ -54,6 +54,7 @@ __all__ = [
     "CropParams",
     "Face",
     "FaceDetector",
+    "file_version",
     "align_face",
     "apply_crop",
     "crop_parameters",
@@ -205,9 +206,7 @@ class FaceDetector:
         if self._detector is None:
             self._detector = _shared_detector()
         if self._predictor is None:
-            path = landmark_model_path(self.landmark_path).resolve()
-            stat = path.stat()
-            self._predictor = _shared_predictor(str(path), stat.st_mtime_ns, stat.st_size)
+            self._predictor = _shared_predictor(*file_version(landmark_model_path(self.landmark_path)))
         return self._detector, self._predictor
 
     def detect(self, image: ImageInput) -> list[Face]:
@@ -229,6 +228,14 @@ class FaceDetector:
 
 
 _DETECTOR_LOCK = threading.Lock()
+
+
+def file_version(path: str | os.PathLike) -> tuple[str, int, int]:
+    """``(resolved path, modification time in ns, size)`` of an existing file: the key under which a model loaded
+    from it is shared in a process (a file replaced on disk gets a new key, so it is loaded again)."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return str(resolved), stat.st_mtime_ns, stat.st_size
 
 
 def _import_dlib():

@@ -48,6 +48,7 @@ from pipeline.faces import (
     align_face,
     apply_crop,
     crop_parameters,
+    file_version,
     landmarks_in_crop,
     select_face,
 )
@@ -330,12 +331,12 @@ class VToonifyPipeline:
         """(B, 3, H, W) in [-1, 1] (H, W multiples of 8) -> (B, 3, 4H, 4W) in [-1, 1]."""
         if parsing is None:
             parsing = self.parse(x)
-        # the same kind of tensor whoever calls: frames_to_tensor's permute is channels-last and the video path's
-        # stacked frames are not, and only some callers build them in inference mode. A compiled step guards on
-        # both (strides, dispatch keys) and would trace another graph for each; the copy is of the small inputs.
-        x, parsing = (t.clone(memory_format=torch.contiguous_format) for t in (x, parsing))
         if self.compile is None:
             return self._step(x, parsing, style, style_degree)
+        # the same kind of tensor whoever calls: frames_to_tensor's permute is channels-last and the video path's
+        # stacked frames are not, and only some callers build them in inference mode. The compiled step guards on
+        # both (strides, dispatch keys) and would trace another graph for each; the copy is of the small inputs.
+        x, parsing = (t.clone(memory_format=torch.contiguous_format) for t in (x, parsing))
         if not torch.is_tensor(style_degree):  # a tensor input: a new degree must not trigger a recompile
             style_degree = torch.tensor(float(style_degree), device=x.device, dtype=x.dtype)
         try:
@@ -648,15 +649,13 @@ def shared_style_encoder(path: str | os.PathLike, device: str | torch.device = "
     holds it: the released file is ~1 GiB, which the demo's pipelines (one per VToonify model) or a script's
     several pipelines each loaded again. Loaded anew once no pipeline holds it (weak references) or the file
     changed (modification time, size). Pipelines only run it; nothing may modify it."""
-    source = Path(path)
-    if not source.is_file():
-        return load_psp_standalone(source, device)  # its error names the missing file
-    stat = source.stat()
-    key = (str(source.resolve()), stat.st_mtime_ns, stat.st_size, str(torch.device(device)))
+    if not Path(path).is_file():
+        return load_psp_standalone(path, device)  # its error names the missing file
+    key = (*file_version(path), str(torch.device(device)))
     with _STYLE_ENCODERS_LOCK:
         encoder = _STYLE_ENCODERS.get(key)
         if encoder is None:
-            encoder = load_psp_standalone(source, device).requires_grad_(False)
+            encoder = load_psp_standalone(path, device).requires_grad_(False)
             _STYLE_ENCODERS[key] = encoder
     return encoder
 

@@ -401,6 +401,7 @@ def test_pipelines_share_one_style_encoder(ckpt, pipe_d, tmp_path):
     import gc
     import os
 
+    from model.checkpoint import CheckpointError
     from pipeline import stylize
 
     other = make_pipeline(ckpt, "toonify")
@@ -424,8 +425,6 @@ def test_pipelines_share_one_style_encoder(ckpt, pipe_d, tmp_path):
     finally:
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert id(pipe_d.pspencoder) == held and stylize.shared_style_encoder(ckpt / "encoder.pt") is pipe_d.pspencoder
-    from model.checkpoint import CheckpointError
-
     with pytest.raises(CheckpointError, match="not found"):
         stylize.shared_style_encoder(tmp_path / "missing.pt")
 
