@@ -77,12 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------- teacher
-def _device(name: str):
-    from pipeline.stylize import resolve_device
-
-    return resolve_device(name)
-
-
 def _load_discriminator(path: str, generator):
     """The ``'d'`` entry of the StyleGAN file as a Discriminator of the generator's size, or ``None``."""
     from model.checkpoint import infer_generator_config, load_state_dict_strict, safe_load
@@ -97,7 +91,12 @@ def _load_discriminator(path: str, generator):
     return d
 
 
-def train_teacher(args, device) -> Path | None:
+def train_teacher(args, env) -> Path | None:
+    """The teacher of ``args`` (trained, or found done with ``--resume``); ``None`` when stopped at ``--stop_at``.
+
+    ``env`` is the :class:`training.dist.Dist` of this process: under ``torchrun`` every process trains on its own
+    batches and rank 0 aligns the pictures (the others then read its cache) and writes the outputs.
+    """
     from model.checkpoint import load_stylegan2
     from model.errors import UserError
     from pipeline.faces import FaceDetector
@@ -106,17 +105,27 @@ def train_teacher(args, device) -> Path | None:
     out_dir = Path(args.checkpoint_dir) / args.name
     final = out_dir / finetune_name(args.iter)
     if args.resume and final.is_file():
-        print(f"teacher already trained: {final}")
+        if env.main:
+            print(f"teacher already trained: {final}")
         return final
     if not Path(args.stylegan_path).is_file():
         raise UserError(f"--stylegan_path: {args.stylegan_path} not found (the FFHQ StyleGAN2, stylegan2-ffhq-config-f.pt)")
     paths = list_images(args.images)
     generator = load_stylegan2(args.stylegan_path, device="cpu")
-    refs = align_references(paths, out_dir / "aligned", generator.size, args.aligned,
-                            None if args.aligned else FaceDetector(args.landmark_path))
-    for name, reason in refs.skipped:
-        print(f"skipped {name}: {reason}", file=sys.stderr)
-    print(f"{len(refs.names)} of {len(paths)} pictures aligned at {generator.size} px in {out_dir / 'aligned'}")
+
+    def align():
+        return align_references(paths, out_dir / "aligned", generator.size, args.aligned,
+                                None if args.aligned else FaceDetector(args.landmark_path))
+
+    refs = align() if env.main else None
+    env.barrier()  # the cache is complete: the other processes read it
+    if not env.main:
+        refs = align()
+    else:
+        for name, reason in refs.skipped:
+            print(f"skipped {name}: {reason}", file=sys.stderr)
+        print(f"{len(refs.names)} of {len(paths)} pictures aligned at {generator.size} px in {out_dir / 'aligned'}"
+              + (f"; {env.world} processes, {args.batch} pictures each per step" if env.world > 1 else ""))
     discriminator = _load_discriminator(args.stylegan_path, generator)
     invert = perceptual = None
     if args.mode == "fewshot":
@@ -125,19 +134,20 @@ def train_teacher(args, device) -> Path | None:
         if not Path(args.style_encoder_path).is_file():
             raise UserError(f"--style_encoder_path: {args.style_encoder_path} not found "
                             "(the pSp encoder inverts the pictures)")
-        invert = load_psp_standalone(args.style_encoder_path, device).requires_grad_(False)
+        invert = load_psp_standalone(args.style_encoder_path, env.device).requires_grad_(False)
         if discriminator is None:
             from pipeline.exstyle import perceptual_factory
 
-            perceptual = perceptual_factory(args.vgg_path, args.lpips_path, device)
+            perceptual = perceptual_factory(args.vgg_path, args.lpips_path, env.device)
     cfg = TeacherConfig(mode=args.mode, iter=args.iter, batch=args.batch, lr=args.lr, strength=args.strength,
                         preserve_color=args.preserve_color, seed=args.seed, sample_every=args.sample_every,
                         state_every=args.state_every, r1=args.r1, freeze_d=args.freeze_d, amp=args.amp)
     trainer = TeacherTrainer(cfg, generator, discriminator, refs.images, refs.names, out_dir, invert=invert,
-                             perceptual=perceptual, device=device, progress=not args.no_progress)
+                             perceptual=perceptual, progress=not args.no_progress, dist=env)
     if args.resume and trainer.state_path.is_file():
         trainer.load_state()
-        print(f"resuming the teacher at step {trainer.step}")
+        if env.main:
+            print(f"resuming the teacher at step {trainer.step}")
     return trainer.run(stop_at=args.stop_at)
 
 
@@ -167,24 +177,27 @@ def vtoonify_stage_argv(args, teacher: Path, pretrain: bool) -> list[str]:
     return argv
 
 
-def train_vtoonify_t(args, teacher: Path) -> int:
+def train_vtoonify_t(args, teacher: Path, env=None) -> int:
+    """VToonify-T stage 1 and 2 with ``teacher`` (``train_vtoonify.main`` in this process: under ``torchrun`` it
+    takes the process group of ``env``, whose rank 0 alone prints)."""
     import train_vtoonify
 
+    say = print if env is None or env.main else (lambda *a, **k: None)
     run_dir = Path(args.checkpoint_dir) / f"vtoonify_t_{args.name}"
     stages = [(True, run_dir / "pretrain.pt"), (False, run_dir / "vtoonify.pt")]
     if args.init_from is not None:  # stage 2 takes the encoder and fusion layers from --init_from: no stage 1
-        print(f"VToonify-T stage 1 (encoder pre-training) not needed: stage 2 starts from {args.init_from}")
+        say(f"VToonify-T stage 1 (encoder pre-training) not needed: stage 2 starts from {args.init_from}")
         stages = stages[1:]
     for pretrain, output in stages:
         stage = "stage 1 (encoder pre-training)" if pretrain else "stage 2 (distillation)"
         if output.is_file() and args.resume:
-            print(f"{stage} already done: {output}")
+            say(f"{stage} already done: {output}")
             continue
-        print(f"VToonify-T {stage}")
+        say(f"VToonify-T {stage}")
         rc = train_vtoonify.main(vtoonify_stage_argv(args, teacher, pretrain))
         if rc != 0:
             return rc
-    print(f"saved {run_dir / 'vtoonify.pt'} (style_transfer.py --backbone toonify --ckpt {run_dir / 'vtoonify.pt'})")
+    say(f"saved {run_dir / 'vtoonify.pt'} (style_transfer.py --backbone toonify --ckpt {run_dir / 'vtoonify.pt'})")
     return 0
 
 
@@ -192,20 +205,29 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.iter is None:
         args.iter = DEFAULT_ITER[args.mode]
-    from pipeline.stylize import USER_ERRORS
+    from pipeline.errors import USER_ERRORS
+    from training.dist import Dist
 
     try:
-        device = _device(args.device)
-        teacher = train_teacher(args, device)
+        env = Dist(args.device)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if teacher is None:  # stopped early (--stop_at)
+    try:
+        try:
+            teacher = train_teacher(args, env)
+        except USER_ERRORS as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        if teacher is None:  # stopped early (--stop_at)
+            return 0
+        if env.main:
+            print(f"saved {teacher}")
+        if args.vtoonify:
+            return train_vtoonify_t(args, teacher, env)
         return 0
-    print(f"saved {teacher}")
-    if args.vtoonify:
-        return train_vtoonify_t(args, teacher)
-    return 0
+    finally:
+        env.close()
 
 
 if __name__ == "__main__":

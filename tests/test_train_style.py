@@ -160,6 +160,46 @@ def test_collection_cli_resume_is_exact(ffhq_file, tmp_path):
     assert sorted(p.name for p in (tmp_path / "a" / "mine" / "samples").iterdir()) == ["step_000002.jpg", "step_000004.jpg"]
 
 
+def test_collection_under_torchrun(ffhq_file, tmp_path):
+    """torchrun with 2 gloo processes: one teacher and one row per step, written by rank 0; both processes' batches
+    count (the ADA statistic sees 2 x batch predictions a step, and the teacher is not the one-process one); the
+    generators stay identical (the trainer checks it before each save); the VToonify stages run in the teacher's
+    process group."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import free_port
+
+    root = Path(__file__).resolve().parents[1]
+    images = _pictures(tmp_path / "refs")
+    argv = ["--images", str(images), "--name", "mine", "--aligned", "--mode", "collection", "--iter", "3",
+            "--stylegan_path", str(ffhq_file), "--device", "cpu", "--no_progress", "--sample_every", "2",
+            "--vtoonify", "--direction_path", str(tmp_path / "none.npy")]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(Path(__file__).with_name("ddp_teacher_worker.py")), str(tmp_path / "ranks"), *argv,
+           "--checkpoint_dir", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["rc"] == 0 and r["stage_sums"] == [[2.0, 1.0], [2.0, 1.0]] for r in ranks), ranks
+    assert proc.stdout.count("pictures aligned") == 1 and proc.stdout.count("finetune-000003.pt") == 1  # rank 0 reports
+    run = tmp_path / "two" / "mine"
+    assert sorted(p.name for p in run.glob("*.pt")) == ["finetune-000003.pt", "teacher_state.pt"]
+    rows = (run / "losses.csv").read_text().splitlines()
+    assert rows[0] == "step,d,real_score,fake_score,ada_p,r1,g" and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+    assert rows[1].split(",")[5] != "" and rows[2].split(",")[5] == ""  # lazy R1: the first step only
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_000002.jpg", "step_000003.jpg"]
+    two = torch.load(run / "teacher_state.pt", weights_only=True)
+    assert two["ada"][2] == 3 * 4 * 2  # 3 steps, 4 real pictures on each of the 2 processes
+    assert _cli(ffhq_file, images, tmp_path / "one", "--iter", "3") == 0
+    one = torch.load(tmp_path / "one" / "mine" / "teacher_state.pt", weights_only=True)
+    assert one["ada"][2] == 3 * 4
+    assert any(not torch.equal(one["g"][k], v) for k, v in two["g"].items() if not k.startswith("style."))
+
+
 def test_unusable_pictures_are_listed_and_stop_before_work(ffhq_file, tmp_path, capsys):
     from train_style import main
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 import torch.distributed as dist
@@ -27,7 +27,9 @@ def resolve_device(device_arg: str, local_rank: int = 0, world: int = 1) -> torc
 class Dist:
     """Process-group facts from ``torchrun``'s environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``).
 
-    With more than one process the group is initialised here: NCCL on CUDA, gloo on CPU.
+    With more than one process the group is initialised here: NCCL on CUDA, gloo on CPU. A group that is
+    already initialised (``train_style.py`` runs the teacher, then the VToonify stages in one process) is
+    used as it is, and left to the ``Dist`` that made it to close.
     """
 
     def __init__(self, device_arg: str):
@@ -35,11 +37,21 @@ class Dist:
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.device = resolve_device(device_arg, self.local_rank, self.world)
+        self._owns_group = False
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        if self.world > 1:
+        if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo", init_method="env://",
                                     rank=self.rank, world_size=self.world)
+            self._owns_group = True
+
+    @classmethod
+    def single(cls, device: str | torch.device) -> "Dist":
+        """One process on ``device`` with no process group (a loop driven from Python, not torchrun)."""
+        self = cls.__new__(cls)
+        self.world, self.rank, self.local_rank, self._owns_group = 1, 0, 0, False
+        self.device = torch.device(device)
+        return self
 
     @property
     def main(self) -> bool:
@@ -63,10 +75,60 @@ class Dist:
         dist.all_gather_object(out, obj)
         return out
 
+    def sum(self, values: list[float]) -> list[float]:
+        """The sum over all processes of each number."""
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def average_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """Replace the gradient of each parameter by its mean over all processes (one all-reduce).
+
+        This is what ``DistributedDataParallel`` does in its backward hooks, done after ``backward()``, so it
+        also holds for steps DDP does not support (gradients taken with ``create_graph``, such as R1) and for
+        modules whose frozen parts change between steps. A parameter without a gradient takes part as zeros.
+        """
+        if self.world == 1:
+            return
+        params = [p for p in params if p.requires_grad]
+        if not params:
+            return
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p in params:
+            n = p.grad.numel()
+            p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+            offset += n
+
+    def check_in_sync(self, module: torch.nn.Module, what: str) -> None:
+        """Raise if ``module``'s parameters differ between processes (a fingerprint of each is compared).
+
+        The data-parallel loops keep one model on every process by applying the same averaged gradient;
+        this catches a loop that lost that property before it saves a model from rank 0 alone.
+        """
+        if self.world == 1:
+            return
+        with torch.no_grad():
+            flat = torch.cat([p.detach().reshape(-1).double() for p in module.parameters()])
+            weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device).remainder_(97)
+            fingerprint = (float(flat.sum()), float((flat * weights).sum()))
+        prints = self.gather(fingerprint)
+        if any(p != prints[0] for p in prints):
+            raise RuntimeError(f"{what} differs between the {self.world} processes ({prints}): the gradient "
+                               "averaging of the data-parallel loop is broken")
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
 
     def close(self) -> None:
-        if self.world > 1 and dist.is_initialized():
+        if self._owns_group and dist.is_initialized():
             dist.destroy_process_group()
+            self._owns_group = False

@@ -17,8 +17,14 @@ Two recipes, one loop (:class:`TeacherTrainer`):
   (target sign(D(real)) = 0.6) applied with :func:`model.simple_augment.random_apply_affine`, and an EMA
   of the generator.
 
-Every step draws its randomness from ``seed`` and the step number only, so a run resumed from a
-training state at step ``k`` computes exactly what the uninterrupted run computes.
+Every step draws its randomness from ``seed``, the step number and the process's rank only, so a run resumed
+from a training state at step ``k`` computes exactly what the uninterrupted run computes.
+
+Under ``torchrun`` (``dist``: a :class:`training.dist.Dist` of several processes) every process draws its own
+batch of ``batch`` pictures, the gradients are averaged over the processes after each backward pass (so the
+effective batch is ``batch x processes``), the adaptive augmentation counts every process's predictions, and
+rank 0 alone writes the outputs. The generators are checked to be identical on every process before each
+state or teacher is saved.
 
 Outputs under ``out_dir``: ``finetune-%06d.pt`` (``{'g_ema': state_dict, 'latent_avg': (512,)}``, the
 released Toonify format that ``train_vtoonify.py --finetunegan_path`` and
@@ -47,6 +53,7 @@ from model.simple_augment import random_apply_affine
 from pipeline.atomic import atomic_output
 from pipeline.sheets import caption, grid
 from pipeline.styles import fit_rows
+from training.dist import Dist
 from training.loop import EMA_DECAY, accumulate
 
 __all__ = ["TeacherConfig", "TeacherTrainer", "swap_rows", "mix_reference_codes", "match_colour",
@@ -56,6 +63,8 @@ STATE_NAME = "teacher_state.pt"
 #: JoJoGAN's rows randomised with ``preserve_color`` (the others keep the reference's code).
 PRESERVE_COLOR_SWAP = (9, 11, 15, 16, 17)
 SAMPLE_SEED = 1234
+#: The columns of ``losses.csv`` after ``step``, per mode.
+CSV_COLUMNS = {"fewshot": ("perc",), "collection": ("d", "real_score", "fake_score", "ada_p", "r1", "g")}
 N_SAMPLES = 4
 
 
@@ -141,13 +150,15 @@ class TeacherTrainer:
             (the pSp encoder).
         perceptual: few-shot without discriminator: an LPIPS module (or a callable building it).
         out_dir: where the outputs go (see the module docstring).
+        device: where to train (ignored when ``dist`` is given: its device is used).
+        dist: the processes of a ``torchrun`` launch (default: this process alone).
     """
 
     def __init__(self, config: TeacherConfig, generator: nn.Module, discriminator: nn.Module | None,
                  references: np.ndarray, names: list[str], out_dir: str | Path,
                  invert: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  perceptual: nn.Module | Callable[[], nn.Module] | None = None,
-                 device: str | torch.device = "cpu", progress: bool = True):
+                 device: str | torch.device = "cpu", progress: bool = True, dist: Dist | None = None):
         if config.mode not in ("fewshot", "collection"):
             raise UserError(f"--mode must be fewshot or collection, got {config.mode!r}")
         if config.mode == "collection" and discriminator is None:
@@ -156,10 +167,12 @@ class TeacherTrainer:
         if config.mode == "fewshot" and discriminator is None and perceptual is None:
             raise UserError("few-shot training without a discriminator in --stylegan_path needs LPIPS "
                             "(--vgg_path and --lpips_path)")
-        self.cfg, self.names, self.progress = config, list(names), progress
-        self.device = torch.device(device)
+        self.env = dist if dist is not None else Dist.single(device)
+        self.cfg, self.names, self.progress = config, list(names), progress and self.env.main
+        self.device = self.env.device
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.env.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.g0 = copy.deepcopy(generator).to(self.device).eval().requires_grad_(False)  # the untouched FFHQ generator
         self.g = copy.deepcopy(generator).to(self.device).train().requires_grad_(True)
         self.g.style.requires_grad_(False)  # the mapping network stays FFHQ's
@@ -217,6 +230,8 @@ class TeacherTrainer:
 
     def _seed(self, step: int) -> None:
         s = (self.cfg.seed * 1_000_003 + step) % (2 ** 63)
+        if self.env.rank:  # every process its own stream (rank 0's is that of a single-process run)
+            s = (s * 7_919 + self.env.rank * 104_729) % (2 ** 63)
         torch.manual_seed(s)
         random.seed(s)
 
@@ -226,6 +241,7 @@ class TeacherTrainer:
     def _backward(self, loss: torch.Tensor, optim: torch.optim.Optimizer) -> None:
         optim.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.env.average_gradients(p for group in optim.param_groups for p in group["params"])
         self.scaler.step(optim)
         self.scaler.update()
 
@@ -249,7 +265,7 @@ class TeacherTrainer:
                 loss = self.perceptual(pool(fake), pool(target)).mean()
         self._backward(loss, self.g_optim)
         self.g_ema.load_state_dict(self.g.state_dict())  # few-shot keeps no average: the teacher is the generator
-        return {"perc": loss.item()}
+        return self.env.mean({"perc": loss.detach()})
 
     def _noise(self, batch: int) -> list[torch.Tensor]:
         if random.random() < self.cfg.mixing:
@@ -273,16 +289,16 @@ class TeacherTrainer:
             real_pred = self.d(self._augment(real))
             d_loss = F.softplus(fake_pred).mean() + F.softplus(-real_pred).mean()
         self._backward(d_loss, self.d_optim)
-        losses = {"d": d_loss.item(), "real_score": real_pred.mean().item(), "fake_score": fake_pred.mean().item()}
-        # adaptive augmentation probability
-        self.ada_signs += torch.sign(real_pred.detach().float()).sum().item()
-        self.ada_count += real_pred.shape[0]
+        losses = {"d": d_loss.detach(), "real_score": real_pred.detach().mean(), "fake_score": fake_pred.detach().mean()}
+        # adaptive augmentation probability (from the real predictions of every process)
+        signs, count = self.env.sum([torch.sign(real_pred.detach().float()).sum().item(), real_pred.shape[0]])
+        self.ada_signs += signs
+        self.ada_count += int(count)
         if (step + 1) % 4 == 0:
             rt = self.ada_signs / self.ada_count
             self.ada_p = float(min(max(self.ada_p + np.sign(rt - cfg.ada_target) * self.ada_count / cfg.ada_length, 0.0),
                                    1.0 - 1e-6))
             self.ada_signs, self.ada_count = 0.0, 0
-        losses["ada_p"] = self.ada_p
         # lazy R1
         if step % cfg.d_reg_every == 0:
             real_r = real.detach().requires_grad_(True)
@@ -290,7 +306,7 @@ class TeacherTrainer:
             (grad,) = torch.autograd.grad(pred.sum(), real_r, create_graph=True)
             r1 = grad.pow(2).reshape(grad.shape[0], -1).sum(1).mean()
             self._backward(cfg.r1 / 2 * r1 * cfg.d_reg_every, self.d_optim)
-            losses["r1"] = r1.item()
+            losses["r1"] = r1.detach()
         # generator
         self.d.requires_grad_(False)
         self.g.requires_grad_(True)
@@ -299,10 +315,12 @@ class TeacherTrainer:
             fake = self.g(self._noise(cfg.batch))[0]
             g_loss = F.softplus(-self.d(self._augment(fake.float()))).mean()
         self._backward(g_loss, self.g_optim)
-        losses["g"] = g_loss.item()
+        losses["g"] = g_loss.detach()
         with torch.no_grad():
             accumulate(self.g_ema, self.g, cfg.ema_decay)
-        return losses
+        losses = self.env.mean(losses)
+        return {"d": losses["d"], "real_score": losses["real_score"], "fake_score": losses["fake_score"],
+                "ada_p": self.ada_p, **({"r1": losses["r1"]} if "r1" in losses else {}), "g": losses["g"]}
 
     # -------------------------------------------------------------------------------------------- state
     @property
@@ -315,6 +333,10 @@ class TeacherTrainer:
         return {"config": {k: asdict(self.cfg)[k] for k in keep}, "size": self.size, "references": self.names}
 
     def save_state(self) -> None:
+        """``teacher_state.pt`` (rank 0 writes it; every process checks first that its generator is rank 0's)."""
+        self.env.check_in_sync(self.g, "the generator")
+        if not self.env.main:
+            return
         state = {"step": self.step, "identity": self._identity(), "g": self.g.state_dict(), "g_ema": self.g_ema.state_dict(),
                  "g_optim": self.g_optim.state_dict(), "ada": [self.ada_p, self.ada_signs, self.ada_count]}
         if self.d is not None:
@@ -342,18 +364,22 @@ class TeacherTrainer:
 
     # ------------------------------------------------------------------------------------------ outputs
     def _csv(self, row: dict[str, float]) -> None:
+        """One row of ``losses.csv`` in the mode's columns (empty where a step has no such value: R1 is lazy)."""
+        if not self.env.main:
+            return
         path = self.out_dir / "losses.csv"
         new = not path.exists()
+        columns = CSV_COLUMNS[self.cfg.mode]
         with open(path, "a", newline="") as f:
             writer = csv.writer(f)
             if new:
-                writer.writerow(["step", *row])
-            writer.writerow([self.step, *(f"{v:.6g}" for v in row.values())])
+                writer.writerow(["step", *columns])
+            writer.writerow([self.step, *("" if row.get(c) is None else f"{row[c]:.6g}" for c in columns)])
 
     def _truncate_csv(self) -> None:
         """Drop the rows of steps >= the resumed step (written after the state was saved)."""
         path = self.out_dir / "losses.csv"
-        if not path.exists():
+        if not self.env.main or not path.exists():
             return
         if self.step == 0:  # a fresh run
             path.unlink()
@@ -365,8 +391,11 @@ class TeacherTrainer:
             csv.writer(f).writerows(kept)
 
     @torch.no_grad()
-    def sample_sheet(self) -> Path:
-        """``samples/step_%06d.jpg``: fixed random faces before (FFHQ) and after, and the references."""
+    def sample_sheet(self) -> Path | None:
+        """``samples/step_%06d.jpg``: fixed random faces before (FFHQ) and after, and the references (rank 0;
+        ``None`` on the others)."""
+        if not self.env.main:
+            return None
         side = min(self.size, 256)
         after = _to_rgb_uint8(self.g_ema([self.sample_z], randomize_noise=False)[0], side)
         refs = _to_rgb_uint8(self.targets[:8], side)
@@ -380,16 +409,23 @@ class TeacherTrainer:
         return path
 
     def save_teacher(self) -> Path:
-        """``finetune-%06d.pt`` with ``{'g_ema', 'latent_avg'}`` (released Toonify format)."""
+        """``finetune-%06d.pt`` with ``{'g_ema', 'latent_avg'}`` (released Toonify format), written by rank 0;
+        every process returns its path once it is written."""
+        self.env.check_in_sync(self.g_ema, "the teacher (g_ema)")
+        path = self.out_dir / finetune_name(self.step)
+        if self.env.main:
+            self._write_teacher(path)
+        self.env.barrier()
+        return path
+
+    def _write_teacher(self, path: Path) -> None:
         gen = torch.Generator(device="cpu").manual_seed(SAMPLE_SEED)
         with torch.no_grad():
             z = torch.randn(4096, self.g.style_dim, generator=gen).to(self.device)
             latent_avg = self.g_ema.style(z).mean(0)
-        path = self.out_dir / finetune_name(self.step)
         with atomic_output(path) as tmp:
             torch.save({"g_ema": {k: v.detach().cpu() for k, v in self.g_ema.state_dict().items()},
                         "latent_avg": latent_avg.cpu()}, tmp)
-        return path
 
     def run(self, stop_at: int | None = None) -> Path | None:
         """Train to ``config.iter`` steps (from the loaded state, if any); returns the teacher's path, or
@@ -413,6 +449,7 @@ class TeacherTrainer:
                 if self.step % cfg.state_every == 0 or self.step == cfg.iter or self.step == stop_at:
                     self.save_state()
                 if stop_at is not None and self.step >= stop_at and self.step < cfg.iter:
+                    self.env.barrier()
                     return None
         if not cfg.sample_every or cfg.iter % cfg.sample_every:
             self.sample_sheet()
