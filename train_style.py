@@ -6,6 +6,8 @@ Examples::
     python train_style.py --images my_refs/ --name mystyle
     # collection (~100+ pictures, Toonify recipe), then VToonify-T: checkpoint/vtoonify_t_mystyle/vtoonify.pt
     python train_style.py --images my_set/ --name mystyle --mode collection --iter 600 --vtoonify
+    # several GPUs: every process trains on its own --batch pictures, gradients averaged; rank 0 writes
+    torchrun --nproc_per_node 4 train_style.py --images my_set/ --name mystyle --mode collection --vtoonify
 
 The teacher is the FFHQ StyleGAN2 (``--stylegan_path``, resolution read from the file) fine-tuned by
 :mod:`training.teacher.finetune` and saved in the released Toonify format ``checkpoint/<name>/finetune-%06d.pt``

@@ -69,6 +69,65 @@ def _deterministic():
     yield
 
 
+class _PspMemo:
+    """The pSp encoder's output, memoised per (weights, input) for the session.
+
+    At the released size one forward costs ~0.9 s on 2 cores, and the suite's pipelines, figures and training
+    runs encode the same few crops again and again (136 images, 34 distinct, in the in-process tests). A
+    repeated call gets a copy of what the encoder computed for the same weights and the same input tensor
+    (bytes, shape, dtype, device): exactly what it would compute again. The weights' key, computed at every
+    call (~50 ms), hashes the name, shape and a strided sample of 1024 values of every tensor, so a test that
+    loads or alters other weights is not served another encoder's codes. Calls that build a graph (gradients
+    on) are not memoised. ``VTOONIFY_TEST_NO_PSP_MEMO=1`` turns it off.
+    """
+
+    def __init__(self):
+        self.outputs: dict[tuple, torch.Tensor] = {}
+
+    @staticmethod
+    def weights_key(module) -> str:
+        import hashlib
+
+        h = hashlib.sha1()
+        for name, t in [*module.named_parameters(), *module.named_buffers()]:
+            flat = t.detach().reshape(-1)
+            h.update(f"{name}{tuple(t.shape)}{t.dtype}{t.device}".encode())
+            h.update(flat[:: max(1, flat.numel() // 1024)].float().cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    def install(self, monkeypatch) -> None:
+        import hashlib
+
+        from model.encoder.psp import ZPlusEncoder
+
+        real = ZPlusEncoder.forward
+
+        def forward(module, x):
+            if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters())):
+                return real(module, x)
+            data = hashlib.sha1(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
+            key = (self.weights_key(module), data, tuple(x.shape), x.dtype, str(x.device))
+            if key not in self.outputs:
+                out = real(module, x)
+                with torch.inference_mode(False):
+                    self.outputs[key] = out.detach().clone()
+            return self.outputs[key].clone()  # made in the caller's mode, as the encoder's own output is
+
+        monkeypatch.setattr(ZPlusEncoder, "forward", forward)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _psp_memo():
+    if os.environ.get("VTOONIFY_TEST_NO_PSP_MEMO") == "1":
+        yield None
+        return
+    mp = pytest.MonkeyPatch()
+    memo = _PspMemo()
+    memo.install(mp)
+    yield memo
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def frozen_helpers(tmp_path_factory) -> dict[str, Path]:
     """Released-size pSp ``encoder.pt`` and BiSeNet ``faceparsing.pth`` with fill-rule weights (written once)."""
