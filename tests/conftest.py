@@ -15,6 +15,19 @@ import torch
 # feature turn it on with a fake downloader).
 os.environ.setdefault("VTOONIFY_NO_DOWNLOAD", "1")
 
+
+def _share_the_cores_between_workers() -> None:
+    """Under ``pytest -n N`` (pytest-xdist) each worker, and every process a test starts, gets its share of
+    the cores (the suite's tensors are small: one thread each beats N workers fighting over every core)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
+
+
+_share_the_cores_between_workers()
+
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
 KEYS = DATA / "keys"
