@@ -408,21 +408,27 @@ def test_video_blend_band_is_steadier_than_the_canvas(video_runs):
     assert e_all < 0.25 * e_largest, (e_all, e_largest)
 
 
-@pytest.mark.xfail(strict=True, reason="measured on fill-rule weights: 2.3e-5 blended vs 2.3e-7 single-face; inside "
-                   "the face (its landmarks' hull) 3.2e-7 vs 4.5e-9 and where alpha >= 0.99 max 1.8e-8 vs 1.9e-8, both "
-                   "within uint8 rounding; the gap is the blend band (0.5-0.99 max: 1.5e-4 vs 1.4e-6), where the canvas, "
-                   "rendered with the main face's code and scale (1.4e-3 there), is mixed in")
 def test_video_face_region_warping_error_not_worse_than_single_face(video_runs):
+    """The warping error of the second face's region (where its own render makes at least 95% of the pixel: alpha
+    >= 0.95 of its maximum, ~220k canvas pixels a frame) is not worse than that of the single-face pipeline's
+    output of that face, seen through the same canvas geometry; `largest` (the canvas) fails this by far.
+
+    Measured (fill-rule weights, 1 and 2 threads alike): 4.98e-8 blended, 5.15e-8 single-face, 8.5e-7 canvas. The
+    feathered band below 0.95 is a mix of the face's render and the canvas by construction (the canvas renders
+    that face with the main face's code and scale, and flickers there); it is bounded against the canvas by
+    test_video_blend_band_is_steadier_than_the_canvas."""
     if "regions" not in video_runs:
         test_video_face_matches_the_single_face_pipeline_on_it(video_runs)
-    steady, blended, resampled, regions = video_runs["regions"]
+    steady, blended, resampled, _ = video_runs["regions"]
     frames = video_runs["frames"]
     inputs = [frames[t].input for t in steady]
+    regions = [f.faces[0].alpha >= 0.95 * f.faces[0].alpha.max() for f in (frames[t] for t in steady)]
+    assert all(r.sum() > 100_000 for r in regions), [int(r.sum()) for r in regions]
     e_all = _region_warping_error(inputs, blended, regions)
     e_single = _region_warping_error(inputs, resampled, regions)
-    # not worse than the single-face pipeline's output of that face, seen through the same canvas geometry; the
-    # 1e-5 is the uint8 rounding of the blend (an error of up to 0.5/255 in each of two frames: 2 * (0.5/255)^2)
-    assert e_all <= 1.1 * e_single + 1e-5, (e_all, e_single)
+    e_canvas = _region_warping_error(inputs, [frames[t].canvas_output for t in steady], regions)
+    assert e_all <= 1.1 * e_single, (e_all, e_single)
+    assert e_canvas > 5 * e_single, (e_canvas, e_single)  # the region tells the face's own render from the canvas
 
 
 def test_video_options_that_need_one_face(pipe, tmp_path):
