@@ -59,8 +59,15 @@ class CheckpointMismatchError(CheckpointError):
         self.shape_mismatch = shape_mismatch
 
 
-def safe_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+def safe_load(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> Any:
     """``torch.load`` restricted to tensors and plain containers (``weights_only=True``).
+
+    With ``mmap`` the tensors are mapped from the file (copy-on-write) instead of read into allocated memory: a
+    model built from them by assignment holds file pages, which are given back to the system exactly when the
+    model is freed. Read into the heap, the same bytes can stay resident after the model is gone (the C
+    allocator keeps mid-sized blocks), which raised the peak memory of later work. Files that cannot be mapped
+    (the legacy non-zip format) are read as usual. A file replaced by a rename (as the downloads and
+    ``train_*.py`` write theirs) is safe while mapped; one truncated or rewritten in place is not.
 
     Raises :class:`CheckpointError` with the file name if the file is missing, not a torch file, or
     contains objects that would require executing code to unpickle.
@@ -70,6 +77,11 @@ def safe_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         raise CheckpointError(f"checkpoint file not found: {path}")
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
+            if mmap:
+                try:
+                    return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+                except Exception:  # noqa: BLE001 - not mappable: the plain load below reads it or says what is wrong
+                    pass
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - turned into a readable error
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -272,17 +284,19 @@ def infer_vtoonify_config(sd: Mapping[str, torch.Tensor]) -> dict:
 _BACKBONE_NAMES = {"dualstylegan": "VToonify-D", "toonify": "VToonify-T"}
 
 
-def load_vtoonify(path: str | os.PathLike, backbone: str | None = None, device: Any = "cpu") -> nn.Module:
+def load_vtoonify(path: str | os.PathLike, backbone: str | None = None, device: Any = "cpu", mmap: bool = False) -> nn.Module:
     """Load a released (or trained) VToonify checkpoint, ``{'g_ema': state_dict}`` or a bare state_dict.
 
     The backbone is inferred from the keys, the sizes from the file's ``'config'`` entry where it has one
     (files written by ``train_vtoonify.py``), else from the keys too; if ``backbone`` is given and disagrees, a
     :class:`CheckpointError` says which backbone the file is for. Returns the model in eval mode with
-    gradients disabled, on ``device``.
+    gradients disabled, on ``device``. ``mmap``: map the weights from the file (see :func:`safe_load`); right for
+    a model kept in float32, not for one cast to a lower precision, whose discarded float32 weights would stay
+    mapped as long as the rest of the file's tensors live.
     """
     from model.vtoonify import VToonify
 
-    obj = safe_load(path)
+    obj = safe_load(path, mmap=mmap)
     sd, _ = extract_state_dict(obj, source=str(path))
     kind = detect_checkpoint_kind(sd)
     if kind not in ("vtoonify_dualstylegan", "vtoonify_toonify"):
@@ -334,7 +348,7 @@ def load_bisenet(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
     """Load ``faceparsing.pth`` (a bare BiSeNet(19) state_dict) in eval mode, gradients disabled."""
     from model.bisenet.model import BiSeNet
 
-    sd, _ = extract_state_dict(safe_load(path), source=str(path))
+    sd, _ = extract_state_dict(safe_load(path, mmap=True), source=str(path))
     if detect_checkpoint_kind(sd) != "bisenet":
         raise CheckpointError(f"{path}: not a BiSeNet face-parsing checkpoint: this file is "
                               f"{_KIND_HINTS.get(detect_checkpoint_kind(sd), 'of an unknown kind')}")

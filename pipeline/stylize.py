@@ -235,7 +235,9 @@ class VToonifyPipeline:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         # reduced precision: the big convolutions in self.dtype, the parts whose rounding shows in float32
-        self.vtoonify = load_vtoonify(ckpt, backbone=backbone, device=self.device).to_mixed_precision(self.dtype)
+        # float32 weights mapped from the file (freed exactly with the model); a cast model reads them instead
+        self.vtoonify = load_vtoonify(ckpt, backbone=backbone, device=self.device,
+                                      mmap=self.dtype == torch.float32).to_mixed_precision(self.dtype)
         self.backbone = self.vtoonify.backbone
         self._width_scale: float | None = None  # see pipeline.memory.width_scale
         self.compile = compile

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,6 +107,29 @@ def test_safe_load_never_executes_code(tmp_path):
     with pytest.raises(CheckpointError, match="refusing to load"):
         safe_load(path)
     assert not marker.exists()
+
+
+def _mapped_files() -> str:
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("needs /proc/self/maps (Linux)")
+    return maps.read_text()
+
+
+def test_safe_load_mmap_maps_the_file_until_its_tensors_are_freed(tmp_path):
+    import gc
+
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.arange(4096.0)}, path)
+    sd = safe_load(path, mmap=True)
+    assert str(path) in _mapped_files() and torch.equal(sd["w"], torch.arange(4096.0))
+    del sd
+    gc.collect()
+    assert str(path) not in _mapped_files()
+    assert str(path) not in (safe_load(path), _mapped_files())[1]  # without mmap the bytes are read
+    legacy = tmp_path / "legacy.pt"  # the pre-1.6 format cannot be mapped: it is read as usual
+    torch.save({"w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(safe_load(legacy, mmap=True)["w"], torch.ones(3)) and str(legacy) not in _mapped_files()
 
 
 def test_safe_load_allows_plain_option_objects(tmp_path):

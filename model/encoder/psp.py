@@ -72,7 +72,7 @@ def load_psp_standalone(checkpoint_path: str | os.PathLike, device: str | torch.
             (:class:`~model.checkpoint.CheckpointMismatchError`, naming the keys).
     """
     source = os.fspath(checkpoint_path)
-    ckpt = safe_load(checkpoint_path, map_location="cpu")
+    ckpt = safe_load(checkpoint_path, map_location="cpu", mmap=True)
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"{source}: expected a dict checkpoint, got {type(ckpt).__name__}")
     missing = [k for k in ("opts", "state_dict", "latent_avg") if k not in ckpt]
