@@ -119,8 +119,17 @@ def train_teacher(args, env) -> Path | None:
         return align_references(paths, out_dir / "aligned", generator.size, args.aligned,
                                 None if args.aligned else FaceDetector(args.landmark_path))
 
-    refs = align() if env.main else None
-    env.barrier()  # the cache is complete: the other processes read it
+    refs = error = None
+    if env.main:
+        try:
+            refs = align()
+        except BaseException as e:  # told to the other processes first, so that none waits for rank 0 forever
+            error = e
+    rank0_failed = env.sum([float(error is not None)])[0]  # also the barrier: the cache is complete
+    if error is not None:
+        raise error
+    if rank0_failed:
+        raise UserError("rank 0 could not align the pictures (its error is in its output)")
     if not env.main:
         refs = align()
     else:
