@@ -344,11 +344,12 @@ def vtoonify_config(obj: Any, sd: Mapping[str, torch.Tensor], source: str = "che
     return cfg
 
 
-def load_bisenet(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
-    """Load ``faceparsing.pth`` (a bare BiSeNet(19) state_dict) in eval mode, gradients disabled."""
+def load_bisenet(path: str | os.PathLike, device: Any = "cpu", mmap: bool = False) -> nn.Module:
+    """Load ``faceparsing.pth`` (a bare BiSeNet(19) state_dict) in eval mode, gradients disabled; ``mmap`` as
+    :func:`load_vtoonify` has it (for a parser kept in float32)."""
     from model.bisenet.model import BiSeNet
 
-    sd, _ = extract_state_dict(safe_load(path, mmap=True), source=str(path))
+    sd, _ = extract_state_dict(safe_load(path, mmap=mmap), source=str(path))
     if detect_checkpoint_kind(sd) != "bisenet":
         raise CheckpointError(f"{path}: not a BiSeNet face-parsing checkpoint: this file is "
                               f"{_KIND_HINTS.get(detect_checkpoint_kind(sd), 'of an unknown kind')}")

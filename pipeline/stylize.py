@@ -246,7 +246,8 @@ class VToonifyPipeline:
             # fullgraph: the forward has no graph breaks (tests/test_style_transfer.py checks it), so a
             # break would be a bug to report, not a silent slow path.
             self._step = torch.compile(self._eager_step, mode=compile, fullgraph=True, dynamic=False)
-        self.parser = load_bisenet(faceparsing_path, device=self.device).to(dtype=self.dtype)
+        self.parser = load_bisenet(faceparsing_path, device=self.device,
+                                   mmap=self.dtype == torch.float32).to(dtype=self.dtype)
         self.style_encoder_path = style_encoder_path
         self.keep_style_encoder = keep_style_encoder
         self._pspencoder: torch.nn.Module | None = None

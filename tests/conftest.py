@@ -21,7 +21,8 @@ def _share_the_cores_between_workers() -> None:
     the cores (the suite's tensors are small: one thread each beats N workers fighting over every core)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-        share = max(1, (os.cpu_count() or 1) // workers)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        share = max(1, cores // workers)
         os.environ["OMP_NUM_THREADS"] = str(share)
         torch.set_num_threads(share)
 
@@ -119,7 +120,9 @@ class _PspMemo:
             if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters())):
                 return real(module, x)
             data = hashlib.sha1(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
-            key = (self.weights_key(module), data, tuple(x.shape), x.dtype, str(x.device))
+            autocast = torch.is_autocast_enabled(x.device.type)
+            key = (self.weights_key(module), data, tuple(x.shape), x.dtype, str(x.device), module.training, autocast,
+                   torch.get_autocast_dtype(x.device.type) if autocast else None)
             if key not in self.outputs:
                 out = real(module, x)
                 with torch.inference_mode(False):

@@ -430,8 +430,8 @@ def test_pipelines_share_one_style_encoder(ckpt, pipe_d, tmp_path):
 
 
 def test_float32_weights_are_mapped_from_the_file_and_cast_ones_are_read(ckpt, tmp_path):
-    """A float32 pipeline maps its VToonify file (the pages go back to the system with the model); a bfloat16 one
-    reads it, since the float32 weights it casts would otherwise stay mapped beside their copies."""
+    """A float32 pipeline maps its VToonify and BiSeNet files (the pages go back to the system with the model); a
+    bfloat16 one reads them, since the float32 weights it casts would otherwise stay mapped beside their copies."""
     import gc
     import shutil
 
@@ -443,12 +443,13 @@ def test_float32_weights_are_mapped_from_the_file_and_cast_ones_are_read(ckpt, t
     for dtype, mapped in (("float32", True), ("bfloat16", False)):
         model = tmp_path / dtype / "vtoonify_d_test" / "vtoonify_s_d.pt"
         shutil.copytree(model_path(ckpt).parent, model.parent)
-        pipe = VToonifyPipeline(model, style_encoder_path=ckpt / "encoder.pt", faceparsing_path=ckpt / "faceparsing.pth",
+        parser = shutil.copyfile(ckpt / "faceparsing.pth", tmp_path / dtype / "faceparsing.pth")
+        pipe = VToonifyPipeline(model, style_encoder_path=ckpt / "encoder.pt", faceparsing_path=parser,
                                 device="cpu", dtype=dtype, keep_style_encoder=False)
-        assert (str(model) in maps.read_text()) == mapped, dtype
+        assert (str(model) in maps.read_text()) == mapped and (str(parser) in maps.read_text()) == mapped, dtype
         del pipe
         gc.collect()
-        assert str(model) not in maps.read_text()
+        assert str(model) not in maps.read_text() and str(parser) not in maps.read_text()
 
 
 def test_dtype_through_the_cli(ckpt, astronaut_jpg, tmp_path):

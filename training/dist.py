@@ -1,6 +1,7 @@
 """The process group of a ``torchrun`` launch (a plain run is rank 0 of 1), and the rank helpers training uses."""
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any, Iterable
 
@@ -41,8 +42,9 @@ class Dist:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if self.world > 1 and not dist.is_initialized():
+            # collectives wait up to an hour: rank 0 alone does some long set-up work (aligning a picture collection)
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo", init_method="env://",
-                                    rank=self.rank, world_size=self.world)
+                                    rank=self.rank, world_size=self.world, timeout=datetime.timedelta(minutes=60))
             self._owns_group = True
 
     @classmethod
@@ -88,11 +90,18 @@ class Dist:
 
         This is what ``DistributedDataParallel`` does in its backward hooks, done after ``backward()``, so it
         also holds for steps DDP does not support (gradients taken with ``create_graph``, such as R1) and for
-        modules whose frozen parts change between steps. A parameter without a gradient takes part as zeros.
+        modules whose frozen parts change between steps. A parameter without a gradient on this process takes
+        part as zeros; one without a gradient on every process keeps none.
         """
         if self.world == 1:
             return
         params = [p for p in params if p.requires_grad]
+        if not params:
+            return
+        # a parameter no process has a gradient for stays without one (the optimiser skips it, as in one process)
+        has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
+        dist.all_reduce(has)
+        params = [p for p, n in zip(params, has.tolist()) if n > 0]
         if not params:
             return
         for p in params:
@@ -115,10 +124,13 @@ class Dist:
         """
         if self.world == 1:
             return
-        with torch.no_grad():
-            flat = torch.cat([p.detach().reshape(-1).double() for p in module.parameters()])
-            weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device).remainder_(97)
-            fingerprint = (float(flat.sum()), float((flat * weights).sum()))
+        with torch.no_grad():  # one parameter at a time: no full-size copy of the model
+            total = weighted = 0.0
+            for p in module.parameters():
+                flat = p.detach().reshape(-1).double()
+                weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device).remainder_(97)
+                total, weighted = total + float(flat.sum()), weighted + float((flat * weights).sum())
+            fingerprint = (total, weighted)
         prints = self.gather(fingerprint)
         if any(p != prints[0] for p in prints):
             raise RuntimeError(f"{what} differs between the {self.world} processes ({prints}): the gradient "

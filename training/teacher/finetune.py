@@ -330,7 +330,10 @@ class TeacherTrainer:
     def _identity(self) -> dict:
         keep = ("mode", "batch", "lr", "strength", "preserve_color", "seed", "r1", "d_reg_every", "freeze_d", "mixing",
                 "ada_target", "ada_length", "ema_decay")
-        return {"config": {k: asdict(self.cfg)[k] for k in keep}, "size": self.size, "references": self.names}
+        identity = {"config": {k: asdict(self.cfg)[k] for k in keep}, "size": self.size, "references": self.names}
+        if self.env.world > 1:  # the effective batch and the random streams depend on it
+            identity["processes"] = self.env.world
+        return identity
 
     def save_state(self) -> None:
         """``teacher_state.pt`` (rank 0 writes it; every process checks first that its generator is rank 0's)."""
@@ -350,8 +353,8 @@ class TeacherTrainer:
         path = Path(path) if path is not None else self.state_path
         state = torch.load(path, map_location=self.device, weights_only=True)
         if state.get("identity") != self._identity():
-            raise TeacherStateError(f"{path} is the state of another run (other references or options); "
-                                    f"use another --name, or delete it to start again")
+            raise TeacherStateError(f"{path} is the state of another run (other references, options or number of "
+                                    f"torchrun processes); use another --name, or delete it to start again")
         self.step = int(state["step"])
         self.g.load_state_dict(state["g"])
         self.g_ema.load_state_dict(state["g_ema"])
