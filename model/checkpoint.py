@@ -290,9 +290,9 @@ def load_vtoonify(path: str | os.PathLike, backbone: str | None = None, device: 
     The backbone is inferred from the keys, the sizes from the file's ``'config'`` entry where it has one
     (files written by ``train_vtoonify.py``), else from the keys too; if ``backbone`` is given and disagrees, a
     :class:`CheckpointError` says which backbone the file is for. Returns the model in eval mode with
-    gradients disabled, on ``device``. ``mmap``: map the weights from the file (see :func:`safe_load`); right for
-    a model kept in float32, not for one cast to a lower precision, whose discarded float32 weights would stay
-    mapped as long as the rest of the file's tensors live.
+    gradients disabled, on ``device``. ``mmap``: map the weights from the file (see :func:`safe_load`); a model
+    then cast to a lower precision should copy the float32 tensors it keeps (``pipeline.stylize`` does), or the
+    whole file stays mapped, its discarded float32 weights included, as long as any of them lives.
     """
     from model.vtoonify import VToonify
 

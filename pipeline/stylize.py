@@ -235,9 +235,11 @@ class VToonifyPipeline:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         # reduced precision: the big convolutions in self.dtype, the parts whose rounding shows in float32
-        # float32 weights mapped from the file (freed exactly with the model); a cast model reads them instead
-        self.vtoonify = load_vtoonify(ckpt, backbone=backbone, device=self.device,
-                                      mmap=self.dtype == torch.float32).to_mixed_precision(self.dtype)
+        # the weights are mapped from the file (their pages go back exactly when the model is freed); a model cast
+        # to a lower precision then copies the float32 parts it keeps, so that the mapping is released at once
+        self.vtoonify = load_vtoonify(ckpt, backbone=backbone, device=self.device, mmap=True).to_mixed_precision(self.dtype)
+        if self.dtype != torch.float32:
+            _unmap(self.vtoonify)
         self.backbone = self.vtoonify.backbone
         self._width_scale: float | None = None  # see pipeline.memory.width_scale
         self.compile = compile
@@ -645,6 +647,16 @@ def _write_pair(w_in: VideoWriter, w_out: VideoWriter, crop: np.ndarray, out: np
 
 _STYLE_ENCODERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _STYLE_ENCODERS_LOCK = threading.Lock()
+
+
+def _unmap(module: torch.nn.Module) -> None:
+    """Give every float32 tensor of ``module`` its own memory (they may point into a file mapped by
+    :func:`model.checkpoint.safe_load`; the mapping is released when the last of them is gone)."""
+    with torch.no_grad():
+        for m in module.modules():
+            for name, t in list(m._parameters.items()) + list(m._buffers.items()):
+                if t is not None and t.dtype == torch.float32 and t.device.type == "cpu":
+                    t.data = t.data.clone()
 
 
 def shared_style_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:

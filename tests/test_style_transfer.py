@@ -429,9 +429,10 @@ def test_pipelines_share_one_style_encoder(ckpt, pipe_d, tmp_path):
         stylize.shared_style_encoder(tmp_path / "missing.pt")
 
 
-def test_float32_weights_are_mapped_from_the_file_and_cast_ones_are_read(ckpt, tmp_path):
+def test_float32_weights_are_mapped_from_the_file_and_cast_ones_are_not(ckpt, tmp_path):
     """A float32 pipeline maps its VToonify and BiSeNet files (the pages go back to the system with the model); a
-    bfloat16 one reads them, since the float32 weights it casts would otherwise stay mapped beside their copies."""
+    bfloat16 one holds no mapping once built, since the float32 weights it casts would otherwise stay mapped
+    beside their copies."""
     import gc
     import shutil
 
