@@ -346,7 +346,7 @@ def vtoonify_config(obj: Any, sd: Mapping[str, torch.Tensor], source: str = "che
 
 def load_bisenet(path: str | os.PathLike, device: Any = "cpu", mmap: bool = False) -> nn.Module:
     """Load ``faceparsing.pth`` (a bare BiSeNet(19) state_dict) in eval mode, gradients disabled; ``mmap`` as
-    :func:`load_vtoonify` has it (for a parser kept in float32)."""
+    :func:`load_vtoonify` has it."""
     from model.bisenet.model import BiSeNet
 
     sd, _ = extract_state_dict(safe_load(path, mmap=mmap), source=str(path))

@@ -236,10 +236,9 @@ class VToonifyPipeline:
         self.dtype = resolve_dtype(dtype, self.device)
         # reduced precision: the big convolutions in self.dtype, the parts whose rounding shows in float32
         # the weights are mapped from the file (their pages go back exactly when the model is freed); a model cast
-        # to a lower precision then copies the float32 parts it keeps, so that the mapping is released at once
-        self.vtoonify = load_vtoonify(ckpt, backbone=backbone, device=self.device, mmap=True).to_mixed_precision(self.dtype)
-        if self.dtype != torch.float32:
-            _unmap(self.vtoonify)
+        # to a lower precision then copies the tensors the cast left as they were, so the mapping is released at once
+        self.vtoonify = _own_memory_if_cast(
+            load_vtoonify(ckpt, backbone=backbone, device=self.device, mmap=True).to_mixed_precision(self.dtype), self.dtype)
         self.backbone = self.vtoonify.backbone
         self._width_scale: float | None = None  # see pipeline.memory.width_scale
         self.compile = compile
@@ -248,8 +247,8 @@ class VToonifyPipeline:
             # fullgraph: the forward has no graph breaks (tests/test_style_transfer.py checks it), so a
             # break would be a bug to report, not a silent slow path.
             self._step = torch.compile(self._eager_step, mode=compile, fullgraph=True, dynamic=False)
-        self.parser = load_bisenet(faceparsing_path, device=self.device,
-                                   mmap=self.dtype == torch.float32).to(dtype=self.dtype)
+        self.parser = _own_memory_if_cast(load_bisenet(faceparsing_path, device=self.device, mmap=True).to(dtype=self.dtype),
+                                          self.dtype)
         self.style_encoder_path = style_encoder_path
         self.keep_style_encoder = keep_style_encoder
         self._pspencoder: torch.nn.Module | None = None
@@ -649,14 +648,17 @@ _STYLE_ENCODERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _STYLE_ENCODERS_LOCK = threading.Lock()
 
 
-def _unmap(module: torch.nn.Module) -> None:
-    """Give every float32 tensor of ``module`` its own memory (they may point into a file mapped by
-    :func:`model.checkpoint.safe_load`; the mapping is released when the last of them is gone)."""
-    with torch.no_grad():
-        for m in module.modules():
-            for name, t in list(m._parameters.items()) + list(m._buffers.items()):
-                if t is not None and t.dtype == torch.float32 and t.device.type == "cpu":
+def _own_memory_if_cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``module``, loaded from a file mapped by :func:`model.checkpoint.safe_load` and cast (in part) to ``dtype``,
+    with every CPU tensor the cast did not make (those of another dtype: float32 parts kept, integer buffers) given
+    its own memory, so that the mapping, which lives as long as any tensor in it, is released now. Nothing is
+    copied for float32, where the mapped tensors are the model's own."""
+    if dtype != torch.float32:
+        with torch.no_grad():
+            for t in [*module.parameters(), *module.buffers()]:
+                if t.dtype != dtype and t.device.type == "cpu":
                     t.data = t.data.clone()
+    return module
 
 
 def shared_style_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
