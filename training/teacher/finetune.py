@@ -318,9 +318,7 @@ class TeacherTrainer:
         losses["g"] = g_loss.detach()
         with torch.no_grad():
             accumulate(self.g_ema, self.g, cfg.ema_decay)
-        losses = self.env.mean(losses)
-        return {"d": losses["d"], "real_score": losses["real_score"], "fake_score": losses["fake_score"],
-                "ada_p": self.ada_p, **({"r1": losses["r1"]} if "r1" in losses else {}), "g": losses["g"]}
+        return {**self.env.mean(losses), "ada_p": self.ada_p}  # losses.csv orders them (CSV_COLUMNS)
 
     # -------------------------------------------------------------------------------------------- state
     @property
