@@ -48,7 +48,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 
 import model.dualstylegan as dualstylegan  # noqa: E402
-from benchmarks.make_fill_checkpoints import TABLES, write_fill_face_parser, write_fill_style_encoder  # noqa: E402
+from benchmarks.make_fill_checkpoints import TABLES, ensure_fill_helper  # noqa: E402
 from model.checkpoint import load_bisenet, load_vtoonify  # noqa: E402
 from model.fill import FillRow, fill_module, read_fill_table  # noqa: E402
 from model.vtoonify import PARSING_SCALE, VToonify  # noqa: E402
@@ -82,10 +82,8 @@ def write_face_checkpoints(out: Path) -> Path:
         rng = np.random.default_rng(0)
         save_exstyle_codes(codes, {f"style{i:03d}.jpg": rng.standard_normal((1, 18, 512)).astype(np.float32)
                                    for i in range(8)})
-    if not (out / "encoder.pt").exists():
-        write_fill_style_encoder(out / "encoder.pt")
-    if not (out / "faceparsing.pth").exists():
-        write_fill_face_parser(out / "faceparsing.pth")
+    ensure_fill_helper("encoder", folder=out)
+    ensure_fill_helper("faceparsing", folder=out)
     return out
 
 

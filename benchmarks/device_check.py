@@ -59,13 +59,14 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from benchmarks.make_fill_checkpoints import TABLES as FILL_TABLES  # noqa: E402
 from metrics.runtime import peak_memory_gib  # noqa: E402
 from model.fill import fill_module  # noqa: E402
+from training.state import atomic_save  # noqa: E402
 
 BACKBONES = {"dualstylegan": "VToonify-D", "toonify": "VToonify-T"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 COMPILE_MODE = "reduce-overhead"
-FILL_TABLES = ROOT / "tests" / "data" / "golden"
 # (height, width) of the inputs: the generator's native 256x256 and the sample video's 392x360 frames.
 SIZES = {"256": (256, 256), "video": (360, 392)}
 SMALL_SIZES = {"256": (64, 64), "video": (40, 48)}
@@ -119,7 +120,7 @@ def write_models(ckpt_dir: Path, small: bool, helpers: dict[str, Path | None]) -
             generator = {k[len("generator."):]: v for k, v in sd.items() if k.startswith("generator.")}
             torch.save({"g_ema": generator, "latent_avg": torch.zeros(512)}, ckpt_dir / "teacher_ffhq.pt")
             torch.save({"g_ema": generator}, ckpt_dir / "teacher_finetune.pt")
-        _atomic_save({"g_ema": sd}, path)
+        atomic_save({"g_ema": sd}, path)
     if not (ckpt_dir / "directions.npy").exists():
         np.save(ckpt_dir / "directions.npy", (0.1 * rng.standard_normal((4, 18, 512))).astype(np.float32))
     if not (ckpt_dir / "vgg16.pth").exists():
@@ -127,27 +128,13 @@ def write_models(ckpt_dir: Path, small: bool, helpers: dict[str, Path | None]) -
 
         lpips = fill_module(LPIPS())  # stand-ins for torchvision's VGG16 file and the LPIPS heads
         torch.save({k: v for k, v in lpips.state_dict().items() if k.startswith("lin")}, ckpt_dir / "lpips_vgg.pth")
-        _atomic_save({k[len("net."):]: v for k, v in lpips.state_dict().items() if k.startswith("net.")},
+        atomic_save({k[len("net."):]: v for k, v in lpips.state_dict().items() if k.startswith("net.")},
                      ckpt_dir / "vgg16.pth")
-    from benchmarks.make_fill_checkpoints import write_fill_face_parser, write_fill_style_encoder
+    from benchmarks.make_fill_checkpoints import ensure_fill_helper
 
-    for key, name, write in (("faceparsing", "faceparsing.pth", write_fill_face_parser),
-                             ("encoder", "encoder.pt", write_fill_style_encoder)):
-        if helpers.get(key) is not None:
-            paths[key] = Path(helpers[key])
-        else:
-            paths[key] = ckpt_dir / name
-            if not paths[key].exists():
-                tmp = paths[key].with_suffix(".partial")
-                write(tmp)
-                tmp.replace(paths[key])
+    for key in ("faceparsing", "encoder"):
+        paths[key] = Path(helpers[key]) if helpers.get(key) is not None else ensure_fill_helper(key, folder=ckpt_dir)
     return paths
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(".partial")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------------------ measurements

@@ -23,9 +23,25 @@ import torch
 
 from model.fill import fill_module, write_fill_face_parser, write_fill_style_encoder
 from model.vtoonify import VToonify
+from pipeline.atomic import atomic_output
 from pipeline.styles import save_exstyle_codes
 
 TABLES = Path(__file__).resolve().parents[1] / "tests" / "data" / "golden"
+# the released-size helper networks: file name, writer and fill table of each
+HELPERS = {"encoder": ("encoder.pt", write_fill_style_encoder, "fill_psp_encoder.tsv"),
+           "faceparsing": ("faceparsing.pth", write_fill_face_parser, "fill_bisenet.tsv")}
+
+
+def ensure_fill_helper(name: str, path: Path | None = None, folder: Path | None = None) -> Path:
+    """The fill-rule pSp encoder (``name='encoder'``, ~1 GB) or BiSeNet (``'faceparsing'``) at ``path`` (default:
+    its released file name in ``folder``), written atomically unless the file is there already."""
+    file_name, write, table = HELPERS[name]
+    path = Path(path) if path is not None else Path(folder) / file_name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as tmp:
+            write(tmp, TABLES / table)
+    return path
 
 
 def write_fill_checkpoints(out: Path, n_styles: int = 8) -> Path:
@@ -39,8 +55,8 @@ def write_fill_checkpoints(out: Path, n_styles: int = 8) -> Path:
     rng = np.random.default_rng(0)
     save_exstyle_codes(out / "vtoonify_d_fill" / "exstyle_code.npy",
                        {f"style{i:03d}.jpg": rng.standard_normal((1, 18, 512)).astype(np.float32) for i in range(n_styles)})
-    write_fill_style_encoder(out / "encoder.pt", TABLES / "fill_psp_encoder.tsv")
-    write_fill_face_parser(out / "faceparsing.pth", TABLES / "fill_bisenet.tsv")
+    for name in HELPERS:
+        ensure_fill_helper(name, folder=out)
     return out
 
 

@@ -42,8 +42,7 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks.make_fill_checkpoints import TABLES
-from model.fill import write_fill_face_parser, write_fill_style_encoder
+from benchmarks.make_fill_checkpoints import ensure_fill_helper
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,10 +91,8 @@ def write_inputs(work: Path, args) -> dict[str, Path]:
         g = Generator(SIZE, 512, 8, channel_multiplier=1, channel_max=32)
         d = Discriminator(SIZE, channel_multiplier=1, channel_max=32)
         torch.save({"g_ema": g.state_dict(), "d": d.state_dict()}, paths["ffhq"])
-    if not paths["encoder"].is_file():
-        write_fill_style_encoder(paths["encoder"], TABLES / "fill_psp_encoder.tsv")
-    if not paths["parser"].is_file():
-        write_fill_face_parser(paths["parser"], TABLES / "fill_bisenet.tsv")
+    ensure_fill_helper("encoder", paths["encoder"])
+    ensure_fill_helper("faceparsing", paths["parser"])
     rng = np.random.default_rng(args.seed)
     np.save(paths["directions"], (0.1 * rng.standard_normal((4, 18, 512))).astype(np.float32))
     for n, (k, (rgb, vertical)) in enumerate(STYLES.items()):
