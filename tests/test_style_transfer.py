@@ -431,8 +431,9 @@ def test_pipelines_share_one_style_encoder(ckpt, pipe_d, tmp_path):
 
 def test_float32_weights_are_mapped_from_the_file_and_cast_ones_are_not(ckpt, tmp_path):
     """A float32 pipeline maps its VToonify and BiSeNet files (the pages go back to the system with the model); a
-    bfloat16 one holds no mapping once built, since the float32 weights it casts would otherwise stay mapped
-    beside their copies."""
+    bfloat16 one maps its VToonify until the model is first used (the cast comes after the style code, so the pSp
+    pass does not run beside the cast copies) and then holds no mapping, since the float32 weights it casts would
+    otherwise stay mapped beside their copies."""
     import gc
     import shutil
 
@@ -447,10 +448,30 @@ def test_float32_weights_are_mapped_from_the_file_and_cast_ones_are_not(ckpt, tm
         parser = shutil.copyfile(ckpt / "faceparsing.pth", tmp_path / dtype / "faceparsing.pth")
         pipe = VToonifyPipeline(model, style_encoder_path=ckpt / "encoder.pt", faceparsing_path=parser,
                                 device="cpu", dtype=dtype, keep_style_encoder=False)
+        assert str(model) in maps.read_text() and (str(parser) in maps.read_text()) == mapped, dtype
+        pipe.exstyle(0)  # the style mapping: no cast
+        assert str(model) in maps.read_text(), dtype
+        pipe.vtoonify  # noqa: B018 - first use: the cast
         assert (str(model) in maps.read_text()) == mapped and (str(parser) in maps.read_text()) == mapped, dtype
         del pipe
         gc.collect()
         assert str(model) not in maps.read_text() and str(parser) not in maps.read_text()
+
+
+@pytest.mark.parametrize("backbone", ["dualstylegan", "toonify"])
+def test_the_deferred_cast_changes_no_result(ckpt, backbone):
+    """A bfloat16 pipeline casts its model on first use: the style code computed before the cast and the frames
+    stylised after it are bit for bit those of a pipeline cast before anything ran."""
+    import torch
+
+    later, first = (make_pipeline(ckpt, backbone=backbone, dtype="bfloat16") for _ in range(2))
+    first.vtoonify  # noqa: B018 - cast now
+    assert later._cast_pending and not first._cast_pending
+    rgb = skdata.astronaut()
+    a, b = (p.stylize_image(rgb, style_id=1, scale_image=True, padding=PAD) for p in (later, first))
+    assert not later._cast_pending and np.array_equal(a.output, b.output)
+    assert {t.dtype for t in later.vtoonify.parameters()} == {torch.bfloat16, torch.float32}
+    assert all(torch.equal(x, y) for x, y in zip(later.vtoonify.state_dict().values(), first.vtoonify.state_dict().values()))
 
 
 def test_dtype_through_the_cli(ckpt, astronaut_jpg, tmp_path):
