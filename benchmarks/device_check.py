@@ -60,6 +60,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.make_fill_checkpoints import TABLES as FILL_TABLES  # noqa: E402
+from benchmarks.make_fill_checkpoints import ensure_fill_helper  # noqa: E402
 from metrics.runtime import peak_memory_gib  # noqa: E402
 from model.fill import fill_module  # noqa: E402
 from training.state import atomic_save  # noqa: E402
@@ -130,8 +131,6 @@ def write_models(ckpt_dir: Path, small: bool, helpers: dict[str, Path | None]) -
         torch.save({k: v for k, v in lpips.state_dict().items() if k.startswith("lin")}, ckpt_dir / "lpips_vgg.pth")
         atomic_save({k[len("net."):]: v for k, v in lpips.state_dict().items() if k.startswith("net.")},
                      ckpt_dir / "vgg16.pth")
-    from benchmarks.make_fill_checkpoints import ensure_fill_helper
-
     for key in ("faceparsing", "encoder"):
         paths[key] = Path(helpers[key]) if helpers.get(key) is not None else ensure_fill_helper(key, folder=ckpt_dir)
     return paths
@@ -277,9 +276,8 @@ def _style_code(pipe, backbone: str) -> torch.Tensor:
     """A W+ code: exemplar 0 for VToonify-D, a fixed random code mapped to W+ for VToonify-T."""
     if backbone == "dualstylegan":
         return pipe.exstyle(0)
-    n_latent = pipe.vtoonify.stylegan().n_latent
-    z = torch.randn(1, n_latent, 512, generator=torch.Generator().manual_seed(0))
-    return pipe.vtoonify.zplus2wplus(z.to(pipe.device, pipe.dtype))
+    z = torch.randn(1, pipe.n_latent, 512, generator=torch.Generator().manual_seed(0))
+    return pipe.zplus2wplus(z.to(pipe.device, pipe.dtype))
 
 
 def _cuda_ops_in_use() -> bool:

@@ -244,7 +244,7 @@ class VToonifyPipeline:
         self._cast_lock = threading.Lock()
         self._cast_pending = True
         if not _cast_keeps_the_mapping(self._vtoonify, self.dtype):
-            self._cast()  # float32 (nothing to do), or a cast that changes the style mapping too: now
+            self._ensure_cast()  # float32 (nothing to do), or a cast that changes the style mapping too: now
         self.backbone = self._vtoonify.backbone
         self._width_scale: float | None = None  # see pipeline.memory.width_scale
         self.compile = compile
@@ -270,13 +270,14 @@ class VToonifyPipeline:
     @property
     def vtoonify(self) -> torch.nn.Module:
         """The VToonify model, in the pipeline's precision (a reduced one is applied on first use)."""
-        if self._cast_pending:
-            self._cast()
+        self._ensure_cast()
         return self._vtoonify
 
-    def _cast(self) -> None:
+    def _ensure_cast(self) -> None:
         """Cast the model in place to ``self.dtype`` (:meth:`VToonify.to_mixed_precision`) once; the tensors the
         cast leaves as they were get their own memory, which releases the file's mapping at once."""
+        if not self._cast_pending:
+            return
         with self._cast_lock:
             if self._cast_pending:
                 _own_memory_if_cast(self._vtoonify.to_mixed_precision(self.dtype), self.dtype)
@@ -367,8 +368,7 @@ class VToonifyPipeline:
         """(B, 3, H, W) in [-1, 1] (H, W multiples of 8) -> (B, 3, 4H, 4W) in [-1, 1]."""
         if parsing is None:
             parsing = self.parse(x)
-        if self._cast_pending:
-            self._cast()  # the step holds the model itself, not the property
+        self._ensure_cast()  # the step holds the model itself, not the property
         if self.compile is None:
             return self._step(x, parsing, style, style_degree)
         # the same kind of tensor whoever calls: frames_to_tensor's permute is channels-last and the video path's
