@@ -42,10 +42,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from pipeline.errors import USER_ERRORS, InputError, OptionError
-from pipeline.options import RANGES
+from common.errors import USER_ERRORS, InputError, OptionError
+from common.options import RANGES
+from hub.released import BACKBONE_FILES, DEFAULT_STYLE, SHARED_FILES, files_for, model_folder
 from pipeline.precision import FAST_DTYPE, FAST_TOGGLE_INFO, fast_mode_available
-from pipeline.released import BACKBONE_FILES, DEFAULT_STYLE, SHARED_FILES, files_for, model_folder
 from pipeline.samples import sample_photo, synthesize_test_video
 from pipeline.styles import StyleCodeError
 from pipeline.stylize import NoFaceError, VToonifyPipeline, resolve_device, tensor_to_frames
@@ -118,7 +118,7 @@ def _label(path: Path) -> str:
 
 
 def discover_models(ckpt_dir: str | os.PathLike) -> list[ModelEntry]:
-    """The models of a checkpoint folder in the released layout (:data:`pipeline.released.BACKBONE_FILES`).
+    """The models of a checkpoint folder in the released layout (:data:`hub.released.BACKBONE_FILES`).
 
     VToonify-D: ``vtoonify_d_<style>/vtoonify_s_d*.pt`` (adjustable style and degree; fixed-style files
     ``vtoonify_sNNN_dD.D.pt`` are left out), only where the folder has its ``exstyle_code.npy``.
@@ -177,7 +177,7 @@ class AppConfig:
             if all(path.resolve() != known.resolve() for known in paths):
                 paths.append(path)
         if not paths:
-            from pipeline.download_hints import download_command
+            from hub.download_hints import download_command
 
             raise OptionError(f"no VToonify model found in {root} (looked for vtoonify_d_*/vtoonify_s_d*.pt with "
                              f"exstyle_code.npy, and vtoonify_t_*/vtoonify.pt); download one with "
@@ -676,9 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
 def fetch_default_model(args: argparse.Namespace) -> list[Path]:
     """First run: download the default model (VToonify-D cartoon) and the helper networks into ``--ckpt_dir``
     when it has no model and none is given with ``--ckpt``, and the helpers when they are missing at their
-    default paths (see :mod:`pipeline.first_run`). Paths given with ``--ckpt`` and the ``--*_path`` options
+    default paths (see :mod:`hub.first_run`). Paths given with ``--ckpt`` and the ``--*_path`` options
     are never replaced."""
-    from pipeline.first_run import fetch_missing_defaults
+    from hub.first_run import fetch_missing_defaults
 
     root = Path(args.ckpt_dir)
     defaults = []
@@ -695,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(message)s")
     log.setLevel(logging.INFO)
-    from pipeline.download_hints import missing_file_message
+    from hub.download_hints import missing_file_message
 
     try:
         fetch_default_model(args)

@@ -39,15 +39,15 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cli import run_cli
+from common.errors import MissingFileError
+from common.sheets import bar_chart
+from hub.download_hints import missing_file_message
+from hub.released import guess_style_from_path
 from metrics.identity import FaceEmbedder, identity_distance
 from metrics.runtime import RuntimeMonitor, RuntimeStats
 from metrics.temporal import STATIC_THRESHOLD, flicker_score, warping_errors
-from pipeline.cli import run_cli
 from pipeline.clips import PerFrameBaseline, find_face_crop, read_frames
-from pipeline.download_hints import missing_file_message
-from pipeline.errors import MissingFileError
-from pipeline.released import guess_style_from_path
-from pipeline.sheets import bar_chart
 from pipeline.stylize import VToonifyPipeline, atomic_imwrite
 
 __all__ = ["MethodRun", "build_parser", "main", "markdown_table", "measure", "run_baseline", "run_vtoonify"]

@@ -33,14 +33,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.atomic import atomic_output
-from pipeline.cli import run_cli
+from common.atomic import atomic_output
+from common.cli import run_cli
+from common.errors import InputError, MissingFileError, OptionError
+from common.sheets import fit_height, grid, panel, text_image
+from hub.download_hints import missing_file_message
+from hub.released import guess_style_from_path
 from pipeline.clips import FaceCrop, PerFrameBaseline, crop_content_code, find_face_crop, mix_exstyle, read_frames
-from pipeline.download_hints import missing_file_message
-from pipeline.errors import InputError, MissingFileError, OptionError
 from pipeline.faces import DEFAULT_PADDING, load_rgb
-from pipeline.released import guess_style_from_path
-from pipeline.sheets import fit_height, grid, panel, text_image
 from pipeline.stylize import VToonifyPipeline, atomic_imwrite
 from pipeline.videoio import VideoWriter, probe
 

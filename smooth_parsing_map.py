@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no_progress", action="store_true")
     args = ap.parse_args(argv)
 
-    from pipeline.cli import run_cli
+    from common.cli import run_cli
 
     return run_cli(lambda: _run(args), lambda out: print(f"saved {out}"))
 
@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> Path:
     from tqdm.auto import tqdm
 
+    from common.atomic import atomic_output
+    from common.errors import InputError
     from model.checkpoint import load_bisenet
-    from pipeline.atomic import atomic_output
-    from pipeline.errors import InputError
     from pipeline.smoothing import ParsingSmoother
     from pipeline.stylize import frames_to_tensor, parse_frames, resolve_device
     from pipeline.videoio import VideoError, VideoReader, probe

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.options import RANGES
+from common.options import RANGES
 from pipeline.precision import BF16_PSNR_DB, BF16_SPEEDUP
 
 __all__ = ["build_parser", "main"]
@@ -108,16 +108,16 @@ def _needed_files(args: argparse.Namespace) -> list[tuple[str, bool]]:
 def _require_files(args: argparse.Namespace) -> None:
     """Fetch missing default files on the first run (unless turned off); fail early, naming a missing file
     and the command that fetches it."""
-    from pipeline.first_run import fetch_missing_defaults
+    from hub.first_run import fetch_missing_defaults
 
     needed = _needed_files(args)
     fetch_missing_defaults([path for path, default in needed if default], CHECKPOINT_DIR,
                            no_download=args.no_download, progress=not args.no_progress)
     for path, _ in needed:
         if not os.path.isfile(path):
-            from pipeline.download_hints import missing_file_message
-            from pipeline.errors import MissingFileError
-            from pipeline.released import guess_style_from_path
+            from common.errors import MissingFileError
+            from hub.download_hints import missing_file_message
+            from hub.released import guess_style_from_path
 
             style = (guess_style_from_path(args.ckpt) or (None, None))[1]
             raise MissingFileError(missing_file_message(path, backbone=args.backbone, style=style))
@@ -125,8 +125,8 @@ def _require_files(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> list[Path]:
 
-    from pipeline.errors import InputError, MissingFileError, OptionError
-    from pipeline.images import read_image_file
+    from common.errors import InputError, MissingFileError, OptionError
+    from common.images import read_image_file
     from pipeline.precision import bf16_tip
     from pipeline.results import output_paths
     from pipeline.sharding import world_size
@@ -207,7 +207,7 @@ def _report(paths: list[Path]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.cli import run_cli
+    from common.cli import run_cli
 
     return run_cli(lambda: _run(args), _report)
 

@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.iter is None:
         args.iter = DEFAULT_ITER[args.mode]
-    from pipeline.errors import USER_ERRORS
+    from common.errors import USER_ERRORS
     from training.dist import Dist
 
     try:

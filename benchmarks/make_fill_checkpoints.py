@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.atomic import atomic_output
 from model.fill import fill_module, write_fill_face_parser, write_fill_style_encoder
 from model.vtoonify import VToonify
-from pipeline.atomic import atomic_output
 from pipeline.styles import save_exstyle_codes
 
 TABLES = Path(__file__).resolve().parents[1] / "tests" / "data" / "golden"

@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 import torch
 
+from common.errors import OptionError
 from model.dualstylegan import exstyle_code, interp_weights
-from pipeline.errors import OptionError
 from pipeline.faces import (
     DEFAULT_PADDING,
     CropParams,

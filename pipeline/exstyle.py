@@ -47,9 +47,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from common.atomic import atomic_output
 from model.errors import UserError
 from model.stylegan.model import apply_mapping
-from pipeline.atomic import atomic_output
 from pipeline.faces import align_face, load_rgb
 from pipeline.styles import fit_rows, load_exstyle_codes, save_exstyle_codes
 

@@ -1,47 +1,6 @@
-"""Reading a photo from a file for the command line, refusing damaged files in our own words.
+"""Moved to :mod:`common.images`; the old import path is the same module object (monkeypatching either name works)."""
+import sys
 
-:func:`read_image_file` decodes with OpenCV, as the original script did (EXIF orientation applied, CMYK
-and 16-bit files converted), after checking with Pillow that the file decodes to its end: libjpeg and
-libpng decode a file cut short without failing (OpenCV then returns a picture whose missing part is
-grey, with only a warning of the library on stderr), so a truncated file is refused with a clear
-:class:`~pipeline.errors.InputError` instead. Formats Pillow does not know are left to OpenCV.
-"""
-from __future__ import annotations
+from common import images as _moved
 
-import os
-
-import cv2
-import numpy as np
-from PIL import Image, UnidentifiedImageError
-
-from pipeline.errors import InputError
-
-__all__ = ["check_complete", "read_image_file"]
-
-
-def check_complete(path: str | os.PathLike) -> None:
-    """Raise :class:`InputError` if the image file ``path`` is truncated or damaged (as far as Pillow can tell)."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except UnidentifiedImageError:
-        return  # not a format Pillow reads (OpenCV may); nothing to tell
-    except Image.DecompressionBombError as e:
-        raise InputError(f"{path}: the image is too large to read ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        detail = str(e).strip() or type(e).__name__
-        if "truncated" in detail:
-            raise InputError(f"{path}: the image file is truncated (damaged or not completely copied): {detail}") from None
-        raise InputError(f"{path}: the image file is damaged and cannot be decoded ({detail})") from None
-
-
-def read_image_file(path: str | os.PathLike) -> np.ndarray:
-    """The RGB ``uint8`` picture of an image file; :class:`InputError` for a folder, a damaged or a non-image file."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise InputError(f"{path} is a folder, not an image or a video file")
-    check_complete(path)
-    bgr = cv2.imread(path)
-    if bgr is None:
-        raise InputError(f"cannot read {path} as an image (use --video for videos)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+sys.modules[__name__] = _moved

@@ -51,7 +51,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.errors import InputError
+from common.errors import InputError
 
 __all__ = ["FLOW_PRESETS", "ParsingSmoother", "backward_warp", "smooth_parsing_sequence", "temporal_weights"]
 

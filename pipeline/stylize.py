@@ -34,13 +34,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.atomic import atomic_output
+from common.errors import USER_ERRORS, DeviceError, InputError, OptionError
+from common.options import check, check_all
 from model.checkpoint import load_bisenet, load_vtoonify
 from model.dualstylegan import exstyle_code
 from model.encoder.psp import load_psp_standalone
 from model.errors import UserError
 from model.vtoonify import PARSING_SCALE
-from pipeline.atomic import atomic_output
-from pipeline.errors import USER_ERRORS, DeviceError, InputError, OptionError
 from pipeline.faces import (
     DEFAULT_PADDING,
     CropParams,
@@ -52,7 +53,6 @@ from pipeline.faces import (
     landmarks_in_crop,
     select_face,
 )
-from pipeline.options import check, check_all
 from pipeline.overlap import BackgroundWorker, Prefetcher
 from pipeline.results import ImageResult, VideoResult, output_paths
 from pipeline.sharding import shard_range, stylize_video_sharded
@@ -61,7 +61,7 @@ from pipeline.videoio import SEGMENT_CODEC_OPTIONS, VideoError, VideoInfo, Video
 
 __all__ = [
     "NoFaceError",
-    "USER_ERRORS",  # (UserError, OSError), from pipeline.errors; kept here under its old import path
+    "USER_ERRORS",  # (UserError, OSError), from common.errors; kept here under its old import path
     "COMPILE_MODES",
     "VToonifyPipeline",
     "ImageResult",
@@ -125,7 +125,7 @@ def atomic_imwrite(path: str | os.PathLike, rgb: np.ndarray) -> None:
 
 
 def _check_options(style_degree: float | None, padding: Sequence[int], max_side: int | None) -> None:
-    """The ranges of :data:`pipeline.options.RANGES`, as the command line checks them."""
+    """The ranges of :data:`common.options.RANGES`, as the command line checks them."""
     if style_degree is not None:
         check("style_degree", style_degree)
     if len(padding) != 4:
@@ -155,7 +155,7 @@ def _fit_side(frame: np.ndarray, max_side: int | None) -> np.ndarray:
 def _check_multiface_options(max_side: int | None, style_image) -> None:
     """``faces='all'`` renders each face with its own crop and code: refuse the options it does not take."""
     if max_side is not None or style_image is not None:
-        from pipeline.errors import OptionError
+        from common.errors import OptionError
 
         raise OptionError("--faces all does not combine with --max_side or --style_image yet; use --faces largest")
 

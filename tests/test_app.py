@@ -133,7 +133,7 @@ def test_discover_models(tmp_path):
 def test_main_explains_missing_files(tmp_path, capsys):
     assert app.main(["--ckpt_dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "no VToonify model found" in err and "python -m pipeline.download" in err
+    assert "no VToonify model found" in err and "python -m hub.download" in err
     (tmp_path / "vtoonify_t_cartoon").mkdir()
     (tmp_path / "vtoonify_t_cartoon" / "vtoonify.pt").touch()
     assert app.main(["--ckpt_dir", str(tmp_path)]) == 1

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import download
-from pipeline.download import (
+from hub import download
+from hub.download import (
     DownloadError,
     d_checkpoint_name,
     fetch,
@@ -188,7 +188,7 @@ def test_fetch_failure_is_download_error_without_partial_file(tmp_path):
     assert "network is unreachable" in message
     assert err.relpath == failing
     assert err.command == (
-        f"python -m pipeline.download --backbone dualstylegan --style cartoon --style_id 26 --style_degree 0.5 "
+        f"python -m hub.download --backbone dualstylegan --style cartoon --style_id 26 --style_degree 0.5 "
         f"--dest {shlex.quote(str(tmp_path))}"
     )
     assert err.command in message
@@ -215,7 +215,7 @@ def test_fetch_retry_command_repeats_the_request(tmp_path, config, failing, opti
     """A shared file that fails is retried with the options of the whole request, not a default style."""
     with pytest.raises(DownloadError) as info:
         fetch(files_for(**config), dest=tmp_path, progress=False, downloader=FakeHub(fail_on="models/" + failing))
-    assert info.value.command == f"python -m pipeline.download {options} --dest {shlex.quote(str(tmp_path))}"
+    assert info.value.command == f"python -m hub.download {options} --dest {shlex.quote(str(tmp_path))}"
 
 
 def test_fetch_retry_command_for_a_mixed_request_still_fetches_the_file(tmp_path):
@@ -332,7 +332,7 @@ def test_cli_failure_exits_1_with_message(tmp_path, capsys, monkeypatch):
     assert main(["--dest", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "Could not download models/encoder.pt" in err
-    assert "python -m pipeline.download --backbone dualstylegan --style cartoon" in err
+    assert "python -m hub.download --backbone dualstylegan --style cartoon" in err
     assert "Traceback" not in err
 
 
@@ -344,9 +344,9 @@ def test_cli_bad_style_is_a_usage_error(capsys):
 
 
 def run_module(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
-    """``python -m pipeline.download ARGS`` in a subprocess, offline (HF_HUB_OFFLINE) with an empty hub cache."""
+    """``python -m hub.download ARGS`` in a subprocess, offline (HF_HUB_OFFLINE) with an empty hub cache."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(home), PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run([sys.executable, "-m", "pipeline.download", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "hub.download", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -390,20 +390,20 @@ def test_guess_style_from_path(path, expected):
 def test_missing_message_for_released_model():
     message = missing_file_message("./checkpoint/vtoonify_d_cartoon/vtoonify_s_d_c.pt")
     assert "checkpoint/vtoonify_d_cartoon/vtoonify_s_d_c.pt" in message
-    assert "python -m pipeline.download --backbone dualstylegan --style cartoon --color_transfer\n" in message
+    assert "python -m hub.download --backbone dualstylegan --style cartoon --color_transfer\n" in message
     assert MANUAL_URL in message
 
 
 def test_missing_message_for_shared_file_uses_run_options():
     message = missing_file_message("checkpoint/encoder.pt", "toonify", "arcane")
-    assert "python -m pipeline.download --backbone toonify --style arcane\n" in message
+    assert "python -m hub.download --backbone toonify --style arcane\n" in message
 
 
 def test_missing_message_path_wins_over_run_options_and_keeps_dest(tmp_path):
     path = tmp_path / "weights" / "vtoonify_t_comic" / "vtoonify.pt"
     message = missing_file_message(path, "dualstylegan", "cartoon")
     dest = shlex.quote(str(tmp_path / "weights"))
-    assert f"python -m pipeline.download --backbone toonify --style comic --dest {dest}\n" in message
+    assert f"python -m hub.download --backbone toonify --style comic --dest {dest}\n" in message
 
 
 def test_missing_message_teacher_file():
@@ -414,7 +414,7 @@ def test_missing_message_teacher_file():
 def test_missing_message_for_unreleased_file():
     message = missing_file_message("checkpoint/vtoonify_d_cartoon/vtoonify_s_d_c_01000.pt")
     assert "not one of the released" in message
-    assert "python -m pipeline.download --backbone dualstylegan --style cartoon" in message
+    assert "python -m hub.download --backbone dualstylegan --style cartoon" in message
     assert MANUAL_URL in message
     assert "download --" not in missing_file_message("elsewhere/custom.pt")
 

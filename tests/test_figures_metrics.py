@@ -25,12 +25,12 @@ from skimage import data as skdata
 
 import evaluate
 import figures
+from common.sheets import bar_chart, grid, panel
 from conftest import read_image, write_tiny_checkpoints
 from metrics.identity import SAME_PERSON_THRESHOLD, FaceEmbedder, identity_distance
 from metrics.runtime import RuntimeMonitor
 from metrics.temporal import consistency_mask, flicker_score, optical_flow, warping_error, warping_errors
 from pipeline.clips import PerFrameBaseline, crop_content_code, find_face_crop, mix_exstyle, read_frames
-from pipeline.sheets import bar_chart, grid, panel
 from pipeline.stylize import VToonifyPipeline
 from pipeline.video import probe, synthesize_test_video
 
@@ -117,7 +117,7 @@ def test_figures_all(models, images, video, pipes, tmp_path, capsys, monkeypatch
         expected = pipes["d"].stylize_image(rgb, style_id=1, style_degree=d, scale_image=True, padding=(64,) * 4).output
         assert np.array_equal(degree_panels[f"degree {d:.2f}"], expected), d
     # and the sheet shows them: the last panel, scaled to the panel height, is in the saved PNG
-    from pipeline.sheets import fit_height
+    from common.sheets import fit_height
 
     last = fit_height(degree_panels[f"degree {figures.DEGREES[-1]:.2f}"], PANEL)
     sheet = cv2.cvtColor(degree, cv2.COLOR_BGR2RGB)

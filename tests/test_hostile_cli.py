@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.cli import run_cli
+from common.errors import InputError
 from model.errors import UserError
-from pipeline.cli import run_cli
-from pipeline.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,11 +59,11 @@ def test_run_cli_one_line_for_user_errors_traceback_for_bugs(capsys):
 def test_style_transfer_bug_prints_a_traceback(tmp_path):
     code = """
         import sys
-        import pipeline.images
+        import common.images
         import style_transfer
         def broken(path):
             raise RuntimeError("an internal bug")
-        pipeline.images.read_image_file = broken  # the first step of an image run
+        common.images.read_image_file = broken  # the first step of an image run
         sys.exit(style_transfer.main(["--content", sys.argv[1]]))
     """
     (tmp_path / "photo.jpg").write_bytes(b"x")
@@ -84,7 +84,7 @@ SLOW_WRITER = """
     import sys, time
     from pathlib import Path
     import numpy as np
-    from pipeline.cli import run_cli
+    from common.cli import run_cli
     from pipeline.videoio import VideoWriter
 
     def work():

@@ -13,11 +13,11 @@ import torch
 from skimage import data
 
 import style_transfer
-from pipeline import fetching, first_run
-from pipeline.errors import InputError, OptionError
-from pipeline.images import read_image_file
+from common.errors import InputError, OptionError
+from common.images import read_image_file
+from common.options import RANGES
+from hub import fetching, first_run
 from pipeline.memory import MemoryLimitError, check_memory, estimate_bytes
-from pipeline.options import RANGES
 from pipeline.stylize import VToonifyPipeline
 
 
@@ -184,7 +184,7 @@ def test_download_fails_fast_when_the_host_does_not_resolve(tmp_path, monkeypatc
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)  # huggingface_hub itself would retry for ~20 s
     with pytest.raises(fetching.DownloadError, match="cannot resolve huggingface.co") as info:
         fetching.fetch(["encoder.pt"], dest=tmp_path, progress=False)
-    assert "python -m pipeline.download" in str(info.value)
+    assert "python -m hub.download" in str(info.value)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -236,7 +236,7 @@ def test_no_download_flag_and_env_keep_the_old_message(fake_hub, capsys, monkeyp
         monkeypatch.setenv("VTOONIFY_NO_DOWNLOAD", "1")
     code, err = main(argv, capsys)
     assert code == 1 and fake_hub.filenames == []
-    assert "Checkpoint not found" in err and "python -m pipeline.download" in err
+    assert "Checkpoint not found" in err and "python -m hub.download" in err
 
 
 def test_explicit_paths_are_never_downloaded(fake_hub, capsys):

@@ -121,3 +121,128 @@ def test_scripts_do_not_patch_sys_path():
                     and node.value.id == "sys":
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not bad, "scripts use sys.path (install the repository with `pip install -e .` instead): " + ", ".join(bad)
+
+
+# ------------------------------------------------------------------------------------------ import graph
+#: Each first-party package (or top-level module) and the packages it may import. A layer imports only the layers
+#: below it: model <- common <- hub <- pipeline <- training / metrics / demo <- the top-level scripts and benchmarks.
+LAYERS = {
+    "model": {"model"},
+    "common": {"model", "common"},
+    "hub": {"model", "common", "hub"},
+    "pipeline": {"model", "common", "hub", "pipeline"},
+    "training": {"model", "common", "hub", "pipeline", "training"},
+    "metrics": {"model", "common", "hub", "pipeline", "metrics"},
+    "demo": {"model", "common", "hub", "pipeline", "demo"},
+    "util": {"model", "common", "pipeline"},
+}
+PACKAGES = ["model", "common", "hub", "pipeline", "training", "metrics", "demo"]
+
+
+def _first_party_modules() -> dict[str, Path]:
+    """Every first-party module (``a.b.c`` -> file): the packages, the top-level scripts and ``benchmarks``."""
+    mods = {}
+    for pkg in PACKAGES + ["benchmarks"]:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    for path in ROOT.glob("*.py"):
+        mods[path.stem] = path
+    return mods
+
+
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """ids of the import nodes inside ``if TYPE_CHECKING:`` blocks (they never run)."""
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return skip
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """``module -> first-party modules it imports`` (at module level or inside functions alike; ``from a import b``
+    counts as importing ``a.b`` where that is a module)."""
+    mods = _first_party_modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        tree = ast.parse(path.read_text(), str(path))
+        skip = _type_checking_only(tree)
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([node.module] if node.module else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+            for t in targets:
+                while t and t not in mods:
+                    t = t.rpartition(".")[0]
+                if t and t != mod:
+                    graph[mod].add(t)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    """No cycle among first-party modules, counting imports inside functions (only ``TYPE_CHECKING`` blocks are
+    exempt): a lazy import that breaks a cycle at run time still ties the modules into one."""
+    cycles = _cycles(_import_graph())
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    graph = _import_graph()
+    bad = []
+    for mod, targets in sorted(graph.items()):
+        layer = mod.split(".")[0]
+        if layer not in LAYERS or layer == "model":  # model/ has its own test above (one documented exception)
+            continue
+        bad += [f"{mod} imports {t}" for t in sorted(targets) if t.split(".")[0] not in LAYERS[layer]]
+    assert not bad, "imports against the layering:\n" + "\n".join(bad)

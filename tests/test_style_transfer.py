@@ -349,7 +349,7 @@ def test_checkpoint_errors(ckpt, astronaut_jpg, tmp_path, capsys):
     # a missing model names the file and the command that fetches it
     code = main(["--content", str(astronaut_jpg), "--ckpt", str(tmp_path / "vtoonify_d_cartoon/vtoonify_s_d.pt"),
                  "--output_path", str(out), "--cpu"])
-    _assert_failed_cleanly(code, capsys, out, "vtoonify_s_d.pt", "python -m pipeline.download")
+    _assert_failed_cleanly(code, capsys, out, "vtoonify_s_d.pt", "python -m hub.download")
 
 
 def test_style_errors(ckpt, astronaut_jpg, tmp_path, capsys):

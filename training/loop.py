@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.atomic import atomic_output
 from model.checkpoint import load_bisenet
 from model.vtoonify import ConditionalDiscriminator
-from pipeline.atomic import atomic_output
 from training import losses as L
 from training import state as S
 from training.data import Synthesis, draw_degree_level

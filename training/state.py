@@ -8,7 +8,7 @@
   every rank's RNG states, the colour-jitter code and the logged sample, plus the settings that shape
   the run (:data:`RUN_FLAGS`): resuming with other settings is refused with a one-line error.
 
-Every file goes through :func:`pipeline.atomic.atomic_output`: it appears whole, or not at all.
+Every file goes through :func:`common.atomic.atomic_output`: it appears whole, or not at all.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from common.atomic import atomic_output
+from hub.download import d_checkpoint_name
 from model.checkpoint import safe_load
-from pipeline.atomic import atomic_output
-from pipeline.download import d_checkpoint_name
 from training.setup import TrainingSetupError
 
 if TYPE_CHECKING:

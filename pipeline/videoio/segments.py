@@ -6,7 +6,7 @@ from pathlib import Path
 
 import av
 
-from pipeline.atomic import atomic_output
+from common.atomic import atomic_output
 from pipeline.videoio.audio import audio_track
 from pipeline.videoio.reading import PathLike, VideoError, open_input, video_stream
 
@@ -23,7 +23,7 @@ def concat_segments(parts: list[PathLike], path: PathLike, audio_from: PathLike 
     The compressed video packets of ``parts`` are copied one segment after another, their timestamps
     shifted by the duration of the segments before; the audio of ``audio_from`` (if any) is added as
     :class:`VideoWriter` does. Segments must have been encoded without B-frames
-    (``codec_options=SEGMENT_CODEC_OPTIONS``). The result is written atomically (:func:`pipeline.atomic.atomic_output`);
+    (``codec_options=SEGMENT_CODEC_OPTIONS``). The result is written atomically (:func:`common.atomic.atomic_output`);
     returns its frame count.
     """
     if not parts:

@@ -2,7 +2,7 @@
 
 Colour: frames are converted to Y'CbCr with the BT.709 matrix in limited ("TV") range, with exact
 rounding, and the stream is tagged accordingly, which is what players assume for HD material. The file
-appears under its final name only when complete (:func:`pipeline.atomic.atomic_output`).
+appears under its final name only when complete (:func:`common.atomic.atomic_output`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import av
 import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc, Interpolation
 
-from pipeline.atomic import atomic_output
+from common.atomic import atomic_output
 from pipeline.videoio.audio import AudioCopy, AudioTranscode, audio_track
 from pipeline.videoio.reading import PathLike, VideoError, open_input
 
@@ -57,7 +57,7 @@ class VideoWriter:
     output (``audio_mode`` is then ``None``, else ``"copy"`` or ``"aac"``).
 
     The file is written under a temporary name next to ``path``, unique per process and per writer
-    (:func:`pipeline.atomic.temporary_path`; created by the constructor, which also opens the encoders,
+    (:func:`common.atomic.temporary_path`; created by the constructor, which also opens the encoders,
     so bad settings fail at once), and renamed to ``path`` only when
     :meth:`close` succeeds. If the ``with`` block raises, :meth:`close` fails (e.g. no frame was
     written) or :meth:`abort` is called, the partial file is deleted and ``path`` is left untouched.

@@ -18,8 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from common.atomic import atomic_output
 from model.errors import UserError
-from pipeline.atomic import atomic_output
 from pipeline.exstyle import ExemplarError, align_exemplar, read_exemplar
 
 __all__ = ["IMAGE_SUFFIXES", "NoUsableImages", "References", "list_images", "align_references"]

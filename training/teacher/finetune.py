@@ -47,11 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.atomic import atomic_output
+from common.sheets import caption, grid
 from model.dualstylegan import STRUCTURE_ROWS
 from model.errors import UserError
 from model.simple_augment import random_apply_affine
-from pipeline.atomic import atomic_output
-from pipeline.sheets import caption, grid
 from pipeline.styles import fit_rows
 from training.dist import Dist
 from training.loop import EMA_DECAY, accumulate
