@@ -43,10 +43,12 @@ def _run(args: argparse.Namespace) -> Path:
     from tqdm.auto import tqdm
 
     from common.atomic import atomic_output
+    from common.devices import resolve_device
     from common.errors import InputError
     from model.checkpoint import load_bisenet
+    from pipeline.parsing import parse_frames
     from pipeline.smoothing import ParsingSmoother
-    from pipeline.stylize import frames_to_tensor, parse_frames, resolve_device
+    from pipeline.tensors import frames_to_tensor
     from pipeline.videoio import VideoError, VideoReader, probe
 
     info = probe(args.video_path)

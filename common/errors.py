@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from model.errors import UserError
 
-__all__ = ["USER_ERRORS", "DeviceError", "InputError", "MissingFileError", "OptionError", "UserError"]
+__all__ = ["USER_ERRORS", "DeviceError", "InputError", "MissingFileError", "NoFaceError", "OptionError", "UserError"]
 
 
 class OptionError(UserError, ValueError):
@@ -34,3 +34,7 @@ class DeviceError(UserError, RuntimeError):
 
 #: What the command-line tools print as one line (``error: ...``, exit status 1).
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, OSError)
+
+
+class NoFaceError(UserError, ValueError):
+    """No face was found where one is needed."""

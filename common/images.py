@@ -45,3 +45,14 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
     if bgr is None:
         raise InputError(f"cannot read {path} as an image (use --video for videos)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def check_rgb_array(image, name: str = "image"):
+    """``image`` if it is an RGB ``uint8`` (H, W, 3) array, else an :class:`InputError` saying what was given."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"{name} must be an RGB uint8 numpy array (H, W, 3), got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"{name} must be an RGB uint8 array of shape (H, W, 3), got {image.dtype} {image.shape}")
+    if min(image.shape[:2]) < 1:
+        raise InputError(f"{name} is empty ({image.shape[1]}x{image.shape[0]} pixels)")
+    return image

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from common.errors import OptionError
 
-__all__ = ["RANGES", "Range", "check", "check_all"]
+__all__ = ["COMPILE_MODES", "FACE_MODES", "RANGES", "Range", "check", "check_all"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,13 @@ RANGES: dict[str, Range] = {
     "smooth_parsing": Range(0, 64, True, "half window in frames; 0 = off"),
     "max_side": Range(8, 100_000, True, "pixels"),
     "window_size": Range(0, 64, True, "half window in frames"),
+    "max_faces": Range(1, 64, True, "faces stylised per frame, the largest first"),
 }
+
+#: The values of ``--compile`` (``torch.compile`` modes of the VToonify forward).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: The values of ``--faces``.
+FACE_MODES = ("largest", "all")
 
 
 def check(name: str, value: object, flag: str | None = None) -> object:

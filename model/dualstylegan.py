@@ -23,8 +23,8 @@ from torch import nn
 
 from model.stylegan.model import ConvLayer, EqualLinear, Generator, apply_mapping, mapping_network
 
-__all__ = ["AdaptiveInstanceNorm", "AdaResBlock", "DualStyleGAN", "STRUCTURE_ROWS", "interp_weights", "mix_rows",
-           "exstyle_code"]
+__all__ = ["AdaptiveInstanceNorm", "AdaResBlock", "DualStyleGAN", "STRUCTURE_ROWS", "degree_tensor",
+           "interp_weights", "mix_rows", "exstyle_code"]
 
 #: W+ rows 0 .. 6 carry an exemplar's structure (the ModRes rows ``<= res_index`` for the default
 #: ``res_index=6``); rows 7 .. carry its colour and texture.
@@ -122,12 +122,25 @@ def _is_zero_weight(w) -> bool:
     return not torch.is_tensor(w) and w == 0
 
 
+def degree_tensor(d_s, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """The one reading of a style degree: a number, 0-d tensor, (B,) or (B, 1) tensor as a (B, 1) tensor of
+    ``like``'s dtype/device (VToonify's fusion labels, the ModRes weights below)."""
+    if torch.is_tensor(d_s):
+        d = d_s.to(device=like.device, dtype=like.dtype).reshape(-1, 1)
+        if d.shape[0] == 1:
+            d = d.expand(batch, 1)
+        if d.shape[0] != batch:
+            raise ValueError(f"d_s has {d.shape[0]} values for a batch of {batch}")
+        return d
+    return torch.full((batch, 1), float(d_s), device=like.device, dtype=like.dtype)
+
+
 def _as_feature_weight(w, like: torch.Tensor):
-    """A python number stays as is; a tensor of shape () or (B,) broadcasts over (B, C, H, W)."""
+    """A python number stays as is (exact, and 0 skips the block); a tensor (:func:`degree_tensor`'s forms)
+    broadcasts over (B, C, H, W)."""
     if not torch.is_tensor(w):
         return w
-    w = w.to(like.dtype)
-    return w.view(-1, 1, 1, 1) if w.dim() else w
+    return degree_tensor(w, like.shape[0], like).view(-1, 1, 1, 1)
 
 
 class AdaResBlock(nn.Module):

@@ -22,13 +22,13 @@ device (the original built the degree label in the default dtype, breaking ``.ha
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.dualstylegan import AdaptiveInstanceNorm, AdaResBlock, DualStyleGAN
+from model.dualstylegan import AdaptiveInstanceNorm, AdaResBlock, DualStyleGAN, degree_tensor
 from model.stylegan.model import (
     ConvLayer,
     EqualLinear,
@@ -40,22 +40,26 @@ from model.stylegan.model import (
     stylegan_channels,
 )
 
-__all__ = ["VToonify", "VToonifyResBlock", "Fusion", "ConditionalDiscriminator", "degree_tensor"]
+__all__ = ["VToonify", "VToonifyResBlock", "Fusion", "ConditionalDiscriminator", "PreparedStyle", "degree_tensor"]
 
 #: The face-parsing logits enter the model divided by this (``concat(image, logits / PARSING_SCALE)``).
 PARSING_SCALE = 16
 
 
-def degree_tensor(d_s, batch: int, like: torch.Tensor) -> torch.Tensor:
-    """A style degree (number, 0-d tensor, (B,) or (B, 1) tensor) as a (B, 1) tensor of ``like``'s dtype/device."""
-    if torch.is_tensor(d_s):
-        d = d_s.to(device=like.device, dtype=like.dtype).reshape(-1, 1)
-        if d.shape[0] == 1:
-            d = d.expand(batch, 1)
-        if d.shape[0] != batch:
-            raise ValueError(f"d_s has {d.shape[0]} values for a batch of {batch}")
-        return d
-    return torch.full((batch, 1), float(d_s), device=like.device, dtype=like.dtype)
+class PreparedStyle(NamedTuple):
+    """A W+ code as the layers of :class:`VToonify` use it (:meth:`VToonify.prepare_styles`): the ModRes styles
+    (VToonify-D; None for VToonify-T) and the AdaIN/modulation styles of the StyleGAN layers, batch 1 or B, and the
+    W+ ``code`` they were computed from."""
+
+    resstyles: torch.Tensor | None
+    adastyles: torch.Tensor
+    code: torch.Tensor
+
+    def expand(self, batch: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Both, broadcast to ``batch`` samples (a batch-1 style serves any batch)."""
+        def grow(t):
+            return t if t is None or t.shape[0] == batch else t.expand(batch, *t.shape[1:])
+        return grow(self.resstyles), grow(self.adastyles)
 
 
 class VToonifyResBlock(nn.Module):
@@ -258,6 +262,11 @@ class VToonify(nn.Module):
         """Map a (B, 18, 512) Z+ code (e.g. pSp output) row by row to W+ with the StyleGAN mapping net."""
         return apply_mapping(self.stylegan().style, zplus.to(self.stylegan().style[1].weight.dtype))
 
+    def prepare_styles(self, style: torch.Tensor) -> PreparedStyle:
+        """The per-layer styles of a W+ code, as :meth:`forward` computes them (in the mapping's dtype): for a style
+        that is fixed over many calls (a video), compute them once and pass the result as ``style``."""
+        return PreparedStyle(*self._prepare_styles(style.to(self.stylegan().style[1].weight.dtype)), style)
+
     def _prepare_styles(self, style: torch.Tensor):
         n_latent = self.stylegan().n_latent
         if style.dim() == 2:
@@ -281,12 +290,15 @@ class VToonify(nn.Module):
         d_s=None,
         return_mask: bool = False,
         return_feat: bool = False,
+        prepared: PreparedStyle | None = None,
     ):
         """Stylise ``x`` ((B, 22, H, W), H and W multiples of 8) with W+ code ``style``.
 
         Returns the (B, 3, 4H, 4W) image; with ``return_mask`` also the list of the four fusion masks
         (VToonify-D; an empty list for VToonify-T); with ``return_feat`` only the encoder's bottom
         features and RGB skip ((B, C, H/8, W/8), (B, 3, H/8, W/8)), as used for pre-training.
+        ``prepared``: :meth:`prepare_styles` of ``style``, computed once for many calls (a video); the layers use
+        it instead of computing it again.
         """
         dual = self.backbone == "dualstylegan"
         if x.dim() != 4 or x.shape[1] != self.encoder[0][0].in_channels:
@@ -299,6 +311,8 @@ class VToonify(nn.Module):
             if dual or not return_feat:
                 raise ValueError("style (a W+ code) is required")
             resstyles = adastyles = None  # VToonify-T encoder features do not depend on the style
+        elif prepared is not None:  # computed once from this ``style`` by prepare_styles
+            resstyles, adastyles = prepared.expand(x.shape[0])
         else:
             # style codes run in the mapping network's dtype (float32 in a mixed-precision model)
             resstyles, adastyles = self._prepare_styles(style.to(self.stylegan().style[1].weight.dtype))

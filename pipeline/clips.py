@@ -1,15 +1,15 @@
 """Images and short clips in memory, for figures and evaluation: face crop, style codes, per-frame baseline.
 
-:class:`pipeline.stylize.VToonifyPipeline` stylises files; the figure and evaluation scripts need the
+:class:`pipeline.stylize.PipelineModels` stylises files; the figure and evaluation scripts need the
 pieces separately: one face crop reused for every frame, the content's pSp code computed once and
 mixed with many exemplar styles, and the per-frame image-toonification baseline.
 
 * :func:`read_frames` decodes (part of) a video into a list of RGB frames.
 * :func:`find_face_crop` gives the rescale/crop of the first frame with a face (the eyes rescaled to
-  64 px apart, then cropped with the padding), as ``VToonifyPipeline.stylize_video`` applies it to every
+  64 px apart, then cropped with the padding), as ``PipelineModels.stylize_video`` applies it to every
   frame of a video.
 * :func:`crop_content_code` / :func:`content_code` and :func:`mix_exstyle` split
-  ``VToonifyPipeline.style_code`` in two: the pSp code of the FFHQ-aligned face, then the exemplar's
+  ``PipelineModels.style_code`` in two: the pSp code of the FFHQ-aligned face, then the exemplar's
   rows for VToonify-D (same result, with pSp run once for any number of styles).
 * :class:`PerFrameBaseline` is the per-frame image toonification the paper compares VToonify
   with: for every frame independently, FFHQ alignment of the face, pSp, and the teacher generator
@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 import torch
 
-from common.errors import OptionError
-from model.dualstylegan import exstyle_code, interp_weights
+from common.errors import NoFaceError, OptionError
+from model.dualstylegan import interp_weights
 from pipeline.faces import (
     DEFAULT_PADDING,
     CropParams,
@@ -38,8 +38,8 @@ from pipeline.faces import (
     landmarks_in_crop,
     select_face,
 )
-from pipeline.styles import fit_rows
-from pipeline.stylize import NoFaceError, VToonifyPipeline, frames_to_tensor, tensor_to_frames
+from pipeline.models import PipelineModels
+from pipeline.tensors import tensor_to_frames
 from pipeline.videoio import VideoError, VideoReader
 
 __all__ = [
@@ -93,29 +93,22 @@ def find_face_crop(detector: FaceDetector, frames: Iterable[np.ndarray], padding
     raise NoFaceError("no face found")
 
 
-@torch.inference_mode()
-def content_code(pipe: VToonifyPipeline, aligned: np.ndarray) -> torch.Tensor:
-    """W+ code (1, 18, 512) of a 256x256 FFHQ-aligned face (RGB ``uint8``): pSp (Z+) -> mapping."""
-    x = frames_to_tensor([np.asarray(aligned)], pipe.device)
-    return pipe.zplus2wplus(fit_rows(pipe.pspencoder(x), pipe.n_latent))
+def content_code(pipe: PipelineModels, aligned: np.ndarray) -> torch.Tensor:
+    """W+ code (1, 18, 512) of a 256x256 FFHQ-aligned face (RGB ``uint8``): :meth:`PipelineModels.content_code`."""
+    return pipe.content_code(aligned)
 
 
-@torch.inference_mode()
-def mix_exstyle(pipe: VToonifyPipeline, content: torch.Tensor, style_id: int, color_transfer: bool = False) -> torch.Tensor:
-    """The VToonify style code from a content code: for VToonify-D the structure rows (0 .. 6) come from
-    exemplar ``style_id`` and, with ``color_transfer``, all rows; VToonify-T uses ``content`` as it is."""
-    if pipe.backbone != "dualstylegan":
-        return content
-    return exstyle_code(pipe.exstyle(style_id), content, color_transfer)
+def mix_exstyle(pipe: PipelineModels, content: torch.Tensor, style_id: int, color_transfer: bool = False) -> torch.Tensor:
+    """The VToonify style code from a content code (:meth:`PipelineModels.mix_style`): for VToonify-D the structure
+    rows (0 .. 6) come from exemplar ``style_id`` and, with ``color_transfer``, all rows; VToonify-T uses
+    ``content`` as it is."""
+    return pipe.mix_style(content, style_id, color_transfer)
 
 
-def crop_content_code(pipe: VToonifyPipeline, crop: FaceCrop) -> torch.Tensor:
-    """:func:`content_code` of the face of ``crop``, aligned as ``VToonifyPipeline.style_code`` aligns it:
-    detected again in the crop, with the crop's landmarks as the fallback."""
-    aligned = align_face(crop.frame, pipe.detector)
-    if aligned is None:
-        aligned = align_face(crop.frame, pipe.detector, lm=crop.landmarks)
-    return content_code(pipe, np.asarray(aligned))
+def crop_content_code(pipe: PipelineModels, crop: FaceCrop) -> torch.Tensor:
+    """:func:`content_code` of the face of ``crop``, aligned as the pipeline's style code aligns it
+    (:meth:`PipelineModels.aligned_face`: detected again in the crop, with the crop's landmarks as the fallback)."""
+    return pipe.content_code(pipe.aligned_face(crop.frame, crop.landmarks))
 
 
 @dataclass(frozen=True)
@@ -145,7 +138,7 @@ class PerFrameBaseline:
     Cropping to the aligned face at a fixed size is the limitation the paper points out.
     """
 
-    def __init__(self, pipe: VToonifyPipeline, size: int = 256):
+    def __init__(self, pipe: PipelineModels, size: int = 256):
         if size < 8:
             raise ValueError(f"baseline size must be at least 8, got {size}")
         self.pipe = pipe

@@ -349,10 +349,11 @@ def perceptual_factory(vgg_path: str | os.PathLike, lpips_path: str | os.PathLik
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    from common.devices import resolve_device
+    from common.errors import USER_ERRORS
     from model.checkpoint import load_vtoonify
     from model.encoder.psp import load_psp_standalone
     from pipeline.faces import FaceDetector
-    from pipeline.stylize import USER_ERRORS, resolve_device
 
     try:
         device = resolve_device(args.device)

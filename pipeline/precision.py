@@ -107,7 +107,7 @@ def fast_mode_available(device: torch.device | str | None, dtype: str | torch.dt
     pipeline resolves it) with native bfloat16: where ``--dtype bfloat16`` is worth suggesting."""
     import torch
 
-    from pipeline.stylize import resolve_device
+    from common.devices import resolve_device
 
     try:
         on_cpu = resolve_device(device).type == "cpu"

@@ -6,14 +6,17 @@ VToonify-T) in the output folder.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from common.atomic import atomic_output
 from pipeline.faces import CropParams
 
-__all__ = ["ImageResult", "VideoResult", "output_paths"]
+__all__ = ["ImageResult", "VideoResult", "atomic_imwrite", "output_paths"]
 
 
 def output_paths(output_dir: str | Path, name: str, backbone: str, ext: str) -> tuple[Path, Path]:
@@ -38,3 +41,10 @@ class VideoResult:
     fps: float
     first_face_frame: int
     crop: CropParams | None
+
+
+def atomic_imwrite(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Write an RGB image with OpenCV (format from the extension), whole or not at all (:func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path}")

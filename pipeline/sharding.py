@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.devices import world_size
 from model.errors import UserError
+from pipeline import api
 from pipeline.results import VideoResult, output_paths
 from pipeline.videoio import concat_segments, probe
 
@@ -20,11 +22,6 @@ __all__ = ["ShardError", "run_under_torchrun", "shard_range", "stylize_video_sha
 
 class ShardError(UserError, RuntimeError):
     """Another process of a sharded run failed (it reports its own error)."""
-
-
-def world_size() -> int:
-    """The number of processes of the launch (``WORLD_SIZE``; 1 when not under torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def shard_range(n_frames: int, rank: int, world: int) -> tuple[int, int]:
@@ -49,7 +46,7 @@ def stylize_video_sharded(pipe: Any, path: str | os.PathLike, output_dir: str | 
     result, error = None, None
     try:
         if stop > start:
-            result = pipe.stylize_video(path, output_dir, name=name, frame_range=(start, stop), **kwargs)
+            result = api.stylize_video(pipe, path, output_dir, name=name, frame_range=(start, stop), **kwargs)
     except Exception as e:  # noqa: BLE001 - reported after the collective, so no rank waits forever
         error = e
     ok = all_ok(error is None)

@@ -213,3 +213,56 @@ class ScriptedDetector:
         lm[36:42] = np.asarray(position) - (self.half_gap, 0)
         lm[42:48] = np.asarray(position) + (self.half_gap, 0)
         return [Face(box=(0, 0, 10, 10), score=1.0, landmarks=lm)]
+
+
+# ------------------------------------------------------------- the end-to-end tests' checkpoints and inputs
+#: Exemplar styles of the fill-rule VToonify-D test model.
+N_STYLES = 3
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory, frozen_helpers) -> Path:
+    """A checkpoint/ folder in the released layout, filled with deterministic weights."""
+    root = tmp_path_factory.mktemp("checkpoint")
+    write_tiny_checkpoints(root, "test", N_STYLES)
+    for name in ("encoder", "faceparsing"):
+        (root / frozen_helpers[name].name).symlink_to(frozen_helpers[name])
+    return root
+
+
+def model_path(ckpt: Path, backbone: str = "dualstylegan") -> Path:
+    return ckpt / ("vtoonify_d_test/vtoonify_s_d.pt" if backbone == "dualstylegan" else "vtoonify_t_test/vtoonify.pt")
+
+
+def make_pipeline(ckpt: Path, backbone: str = "dualstylegan", **kwargs):
+    """The Python API on the same checkpoints as :func:`run` (CPU)."""
+    from pipeline.stylize import VToonifyPipeline
+
+    return VToonifyPipeline(model_path(ckpt, backbone), style_encoder_path=ckpt / "encoder.pt",
+                            faceparsing_path=ckpt / "faceparsing.pth", device="cpu", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def pipe_d(ckpt):
+    """The Python API on the CLI's VToonify-D checkpoint (loaded once for the comparisons below)."""
+    return make_pipeline(ckpt)
+
+
+@pytest.fixture(scope="session")
+def astronaut_jpg(tmp_path_factory) -> Path:
+    import cv2
+    from skimage import data as skdata
+
+    path = tmp_path_factory.mktemp("inputs") / "astronaut.png"
+    cv2.imwrite(str(path), cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut_video(tmp_path_factory) -> Path:
+    from skimage import data as skdata
+
+    from pipeline.video import synthesize_test_video
+
+    path = tmp_path_factory.mktemp("inputs") / "astro.mp4"
+    return synthesize_test_video(path, skdata.astronaut(), n_frames=6, fps=10, size=(384, 384), motion="zoom")

@@ -9,7 +9,7 @@ import pytest
 import test_style_transfer
 import torch
 from skimage import data as skdata
-from test_style_transfer import N_STYLES
+from stylize_helpers import N_STYLES
 
 # pytest finds fixtures among a module's attributes: this binds the session fixture of test_style_transfer.py (tiny
 # models in the released layout) here, so the tests below can request ``ckpt``.

@@ -168,7 +168,7 @@ def test_mp4_with_a_damaged_index_says_so(tmp_path, frames):
 def test_face_that_leaves_the_frame_and_comes_back_keeps_the_crop(monkeypatch):
     params = CropParams(h=400, w=600, top=100, bottom=300, left=200, right=400, scale=1.0, blur_count=0)
     detector = ScriptedDetector([(300, 200), (320, 200), None, None, None, (340, 210), (340, 210)], half_gap=32)
-    monkeypatch.setattr("pipeline.stylize.select_face", lambda faces, which="largest": faces[0] if faces else None)
+    monkeypatch.setattr("pipeline.tracking.select_face", lambda faces, which="largest": faces[0] if faces else None)
     tracker = FaceTracker(params, detector, alpha=1.0)
     crops = [tracker.update(np.zeros((400, 600, 3), np.uint8)) for _ in range(7)]
     assert {(c.right - c.left, c.bottom - c.top) for c in crops} == {(200, 200)}  # constant output size

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 from skimage import data as skdata
-from test_style_transfer import ckpt, make_pipeline  # noqa: F401 - the session checkpoint fixture
+from stylize_helpers import make_pipeline
 
+from common.errors import OptionError
 from pipeline import multiface
 from pipeline.faces import apply_crop, crop_parameters, landmarks_in_crop
 
@@ -203,8 +204,10 @@ def test_largest_is_the_unchanged_path_and_all_with_one_face_equals_it(pipe):
     np.testing.assert_array_equal(single.input, old.input)
     with pytest.raises(ValueError, match="faces must be one of"):
         pipe.stylize_image(image, faces="every")
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(OptionError, match=r"--max_faces must be an integer in \[1, 64\].*got 0"):
         pipe.stylize_image(image, faces="all", max_faces=0)
+    with pytest.raises(OptionError, match=r"max_faces must be an integer in \[1, 64\]"):
+        pipe.stylize_image(image, faces="all", max_faces=1.5)
 
 
 def test_more_faces_than_max_faces(pipe, group, renders):
@@ -306,7 +309,7 @@ def monkeypatch_module():
 def video_runs(pipe, tmp_path_factory, monkeypatch_module) -> dict:
     """`all` on the group video (through VToonifyPipeline.stylize_video) and `largest` on the same video without
     the main face (the second face alone), both with --scale_image --track."""
-    from test_style_transfer import record_writes
+    from stylize_helpers import record_writes
 
     from pipeline.video import synthesize_test_video
 
@@ -315,8 +318,8 @@ def video_runs(pipe, tmp_path_factory, monkeypatch_module) -> dict:
     group, alone = (_write_video(root / f"{name}.mp4", _video_frames(name == "group"), tone) for name in ("group", "alone"))
     written = record_writes(monkeypatch_module)
     frames: list = []
-    real = multiface.stylize_video
-    monkeypatch_module.setattr(multiface, "stylize_video",
+    real = multiface.video.stylize_video
+    monkeypatch_module.setattr(multiface.video, "stylize_video",
                                lambda *a, **k: real(*a, on_frame=frames.append, fade_frames=FADE, **k))
     options = dict(style_id=STYLE, scale_image=True, padding=PADDING, track=True, progress=False)
     result = pipe.stylize_video(group, root / "all", faces="all", **options)

@@ -8,20 +8,20 @@ from typing import Any, Iterable
 import torch
 import torch.distributed as dist
 
-from training.setup import TrainingSetupError
+from common.devices import local_rank as _local_rank
+from common.devices import resolve_device as _resolve_device
+from common.devices import world_size as _world_size
+from training.setup import TrainingSetupError  # noqa: F401  (re-exported: training errors)
 
 __all__ = ["Dist", "resolve_device"]
 
 
 def resolve_device(device_arg: str, local_rank: int = 0, world: int = 1) -> torch.device:
-    """``auto``/``cpu``/``cuda[:n]`` to a device; under torchrun each process takes the GPU of its ``LOCAL_RANK``."""
-    if device_arg == "auto":
-        device_arg = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_arg)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingSetupError("--device cuda requested but CUDA is not available")
-        device = torch.device("cuda", local_rank if world > 1 else (device.index or 0))
+    """``auto``/``cpu``/``cuda[:n]`` to a device (:func:`common.devices.resolve_device`); under torchrun each process
+    takes the GPU of its ``LOCAL_RANK``, and a plain run a bare ``cuda`` as ``cuda:0``."""
+    device = _resolve_device(device_arg, rank=local_rank if world > 1 else 0)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", local_rank)
     return device
 
 
@@ -34,9 +34,9 @@ class Dist:
     """
 
     def __init__(self, device_arg: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.world = _world_size()
         self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.local_rank = _local_rank()
         self.device = resolve_device(device_arg, self.local_rank, self.world)
         self._owns_group = False
         if self.device.type == "cuda":

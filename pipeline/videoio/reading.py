@@ -191,8 +191,8 @@ class VideoReader:
     by about one grey level.
     """
 
-    def __init__(self, path: PathLike, accurate_color: bool = False) -> None:
-        self.info: VideoInfo = probe(path)
+    def __init__(self, path: PathLike, accurate_color: bool = False, info: VideoInfo | None = None) -> None:
+        self.info: VideoInfo = info if info is not None else probe(path)  # a caller that probed already passes it
         self.path: str = self.info.path
         self._interpolation = _ACCURATE_DECODE_SCALING if accurate_color else None
         self.frames_read = 0
