@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from common.atomic import atomic_output
 from common.errors import USER_ERRORS, DeviceError, InputError, OptionError
+from common.images import check_rgb_array
 from common.options import check, check_all
 from model.checkpoint import load_bisenet, load_vtoonify
 from model.dualstylegan import exstyle_code
@@ -415,6 +416,7 @@ class VToonifyPipeline:
         ``style_image``: an exemplar instead of ``style_id`` (see :meth:`_exemplar`).
         ``faces='all'``: every face at its own scale (:mod:`pipeline.multiface`).
         """
+        image = check_rgb_array(image, "image")  # uint8 RGB as it is; grey, RGBA, 16-bit converted; else one line
         if faces != "largest":
             from pipeline import multiface
 
