@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
+from common.images import read_rgb
 from model.encoder.psp import load_psp_standalone
 
 __all__ = [
@@ -66,10 +66,8 @@ def save_image(img: torch.Tensor, filename: str | os.PathLike) -> None:
 
 
 def load_image(filename: str | os.PathLike) -> torch.Tensor:
-    """Read an image file as a ``(1, 3, H, W)`` RGB float tensor in ``[-1, 1]``."""
-    with Image.open(filename) as pil:
-        rgb = np.asarray(pil.convert("RGB"))
-    return to_tensor_normalized(rgb)
+    """Read an image file (:func:`common.images.read_rgb`) as a ``(1, 3, H, W)`` RGB float tensor in ``[-1, 1]``."""
+    return to_tensor_normalized(read_rgb(filename))
 
 
 def visualize(img: torch.Tensor, ax: Any = None, dpi: float | None = None) -> Any:

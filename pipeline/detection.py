@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Literal, Sequence, Union
 
 import numpy as np
-from PIL import Image
+
+from common.images import read_rgb
 
 __all__ = ["LANDMARKS_ENV", "LANDMARKS_FILENAME", "Face", "FaceDetector", "ImageInput", "Which", "default_detector",
            "file_version", "landmark_model_path", "landmarks", "load_rgb", "select_face"]
@@ -71,25 +72,12 @@ def landmark_model_path(path: str | os.PathLike | None = None) -> Path:
 def load_rgb(image: ImageInput) -> np.ndarray:
     """Return ``image`` as a C-contiguous RGB ``uint8`` array of shape ``(H, W, 3)``.
 
-    ``image`` is a file path (read with Pillow, converted to RGB) or a numpy array: ``HxW`` grey,
-    ``HxWx3`` RGB or ``HxWx4`` RGBA (alpha dropped), of dtype ``uint8``.
+    ``image`` is a file path, a PIL image or a numpy array (``HxW`` grey, ``HxWx3`` RGB, ``HxWx4`` RGBA
+    composited on white, ``uint8`` or ``uint16``), read by the project's one reader,
+    :func:`common.images.read_rgb` (EXIF orientation, bit depth, alpha, size limit: see there).
     """
-    if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as pil:
-            return np.ascontiguousarray(np.asarray(pil.convert("RGB")))
-    if isinstance(image, Image.Image):
-        return np.ascontiguousarray(np.asarray(image.convert("RGB")))
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        raise TypeError(f"expected a uint8 image, got dtype {arr.dtype}")
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    elif arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    elif arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {arr.shape}")
-    # dlib 20 silently returns wrong detections for non-contiguous arrays (e.g. a slice of a frame).
-    return np.ascontiguousarray(arr)
+    # C-contiguous: dlib 20 silently returns wrong detections for non-contiguous arrays (e.g. a slice of a frame).
+    return read_rgb(image)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -45,12 +45,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from common.atomic import atomic_output
+from common.errors import InputError
+from common.images import read_rgb
 from model.errors import UserError
 from model.stylegan.model import apply_mapping
-from pipeline.faces import align_face, load_rgb
+from pipeline.faces import align_face
 from pipeline.styles import fit_rows, load_exstyle_codes, save_exstyle_codes
 
 __all__ = [
@@ -82,15 +84,15 @@ class ExemplarError(UserError, ValueError):
 
 # -------------------------------------------------------------------------------------------- inputs
 def read_exemplar(image: Any, name: str | None = None) -> np.ndarray:
-    """The exemplar as an RGB uint8 array; a file that is not an image raises :class:`ExemplarError`."""
+    """The exemplar as an RGB uint8 array (:func:`common.images.read_rgb`); what cannot be read raises
+    :class:`ExemplarError`."""
     label = name or (os.fspath(image) if isinstance(image, (str, os.PathLike)) else "style image")
     if isinstance(image, (str, os.PathLike)) and not Path(image).is_file():
         raise ExemplarError(f"style image not found: {label}")
     try:
-        return load_rgb(image)
-    except (UnidentifiedImageError, OSError, TypeError, ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ExemplarError(f"{label}: not an image ({reason})") from None
+        return read_rgb(image, label)
+    except (InputError, OSError) as e:
+        raise ExemplarError(str(e)) from None
 
 
 def align_exemplar(rgb: np.ndarray, detector: Any, aligned: bool = False, name: str = "style image",

@@ -7,7 +7,8 @@ FFHQ-aligned 256x256 face fed to the pSp style encoder.
 Conventions
 -----------
 * Images are RGB ``uint8`` numpy arrays in HWC layout (a grey ``HxW`` array or an ``HxWx4`` RGBA array
-  is converted to RGB).  Every function that takes an image also accepts a file path.
+  is converted to RGB by :func:`common.images.read_rgb`).  Every function that takes an image also accepts
+  a file path.
 * Landmarks are dlib's 68-point iBUG layout as a ``float64`` array of shape ``(68, 2)`` holding
   ``(x, y)`` pixel coordinates.
 * dlib is imported lazily, so importing this module never needs dlib; the detector and the landmark

@@ -3,8 +3,9 @@
 Every picture is aligned at the teacher's resolution with :func:`pipeline.exstyle.align_exemplar` (the
 FFHQ alignment the inference pipeline uses, or a resize with ``aligned=True``) and stored as
 ``<cache>/<stem>-<hash>.png``, ``hash`` being that of the file's bytes, the size and the mode; a later run
-(or ``--resume``) reads the cached copy. Pictures that are not images, or where dlib finds no face, are
-returned as ``(name, reason)`` and never stop the run; a set with no usable picture raises
+(or ``--resume``) reads the cached copy (a damaged one is aligned again). Pictures are read by
+:func:`common.images.read_rgb`; those it refuses (not an image, truncated, over the size limit, HDR), or where
+dlib finds no face, are returned as ``(name, reason)`` and never stop the run; a set with no usable picture raises
 :class:`NoUsableImages` before anything else is done.
 """
 from __future__ import annotations
@@ -19,6 +20,8 @@ import numpy as np
 from PIL import Image
 
 from common.atomic import atomic_output
+from common.errors import InputError
+from common.images import read_rgb
 from model.errors import UserError
 from pipeline.exstyle import ExemplarError, align_exemplar, read_exemplar
 
@@ -60,6 +63,17 @@ def _cache_name(path: Path, size: int, aligned: bool) -> str:
     return f"{path.stem}-{h.hexdigest()[:16]}.png"
 
 
+def _read_cached(cached: Path, size: int) -> np.ndarray | None:
+    """The aligned picture cached at ``cached``; ``None`` if there is none or it cannot be used (aligned again)."""
+    if not cached.is_file():
+        return None
+    try:
+        face = read_rgb(cached)
+    except InputError:
+        return None
+    return face if face.shape[:2] == (size, size) else None
+
+
 def align_references(paths: Sequence[Path], cache_dir: Path, size: int, aligned: bool = False,
                      detector: Any = None) -> References:
     """Align ``paths`` at ``size`` px (cached under ``cache_dir``); see the module docstring."""
@@ -67,10 +81,8 @@ def align_references(paths: Sequence[Path], cache_dir: Path, size: int, aligned:
     names, images, skipped = [], [], []
     for path in paths:
         cached = cache_dir / _cache_name(path, size, aligned)
-        if cached.is_file():
-            with Image.open(cached) as im:
-                face = np.asarray(im.convert("RGB"))
-        else:
+        face = _read_cached(cached, size)
+        if face is None:
             try:
                 face = align_exemplar(read_exemplar(path), detector, aligned, path.name, size, flag="--aligned")
             except ExemplarError as e:
