@@ -12,11 +12,11 @@ import os
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from common.errors import InputError
 
-__all__ = ["check_complete", "read_image_file"]
+__all__ = ["check_complete", "read_image_file", "read_rgb"]
 
 
 def check_complete(path: str | os.PathLike) -> None:
@@ -45,3 +45,20 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
     if bgr is None:
         raise InputError(f"cannot read {path} as an image (use --video for videos)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+# TEMPORARY minimal read_rgb (branch demo21, issue 21) until the full reader of the image-reading branch lands:
+# on merge, keep that branch's read_rgb and drop this one.
+def read_rgb(source: str | os.PathLike | Image.Image | np.ndarray) -> np.ndarray:
+    """An RGB ``uint8`` ``HxWx3`` C-contiguous array of an image file (:func:`read_image_file`), a PIL image (EXIF
+    orientation applied) or an ``HxW`` / ``HxWx3`` / ``HxWx4`` ``uint8`` array (alpha dropped)."""
+    if isinstance(source, (str, os.PathLike)):
+        return read_image_file(source)
+    if isinstance(source, Image.Image):
+        return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(source).convert("RGB")))
+    array = np.asarray(source)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise InputError(f"expected an HxW, HxWx3 or HxWx4 uint8 image, got {array.dtype} of shape {array.shape}")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3])
