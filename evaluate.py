@@ -42,12 +42,12 @@ import numpy as np
 from common.cli import run_cli
 from common.errors import MissingFileError
 from common.sheets import bar_chart
-from hub.download_hints import missing_file_message
-from hub.released import guess_style_from_path
+from hub.released import SHARED_FILES
 from metrics.identity import FaceEmbedder, identity_distance
 from metrics.runtime import RuntimeMonitor, RuntimeStats
 from metrics.temporal import STATIC_THRESHOLD, flicker_score, warping_errors
 from pipeline.clips import PerFrameBaseline, find_face_crop, read_frames
+from pipeline.registry import default_model, released_path, require_files
 from pipeline.stylize import VToonifyPipeline, atomic_imwrite
 
 __all__ = ["MethodRun", "build_parser", "main", "markdown_table", "measure", "run_baseline", "run_vtoonify"]
@@ -206,15 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Temporal consistency, identity, runtime and memory of VToonify vs the per-frame baseline",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--content", required=True, help="input video")
-    p.add_argument("--ckpt", default="./checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt", help="VToonify model")
+    p.add_argument("--ckpt", default=default_model(), help="VToonify model")
     p.add_argument("--backbone", default=None, choices=["dualstylegan", "toonify"],
                    help="expected backbone (default: read from the file)")
     p.add_argument("--style_id", type=int, default=26, help="exemplar style (VToonify-D)")
     p.add_argument("--style_degree", type=float, default=0.5, help="style degree (VToonify-D)")
     p.add_argument("--color_transfer", action="store_true", help="transfer the exemplar's colour too (VToonify-D)")
     p.add_argument("--exstyle_path", default=None, help="exemplar style codes (default: exstyle_code.npy next to --ckpt)")
-    p.add_argument("--style_encoder_path", default="./checkpoint/encoder.pt", help="pSp style encoder")
-    p.add_argument("--faceparsing_path", default="./checkpoint/faceparsing.pth", help="BiSeNet face parser")
+    encoder, parser = (released_path(name) for name in SHARED_FILES)
+    p.add_argument("--style_encoder_path", default=encoder, help="pSp style encoder")
+    p.add_argument("--faceparsing_path", default=parser, help="BiSeNet face parser")
     p.add_argument("--output_path", default="./output/eval/", help="folder of metrics.json / .csv / .png")
     p.add_argument("--max_frames", type=int, default=None, help="evaluate the first N frames only (default: all)")
     p.add_argument("--padding", type=int, nargs=4, default=[200, 200, 200, 200], metavar=("LEFT", "RIGHT", "TOP", "BOTTOM"),
@@ -234,10 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> tuple[list[Path], str]:
     if not os.path.isfile(args.content):
         raise MissingFileError(f"content not found: {args.content}")
-    backbone, style = guess_style_from_path(args.ckpt) or (args.backbone, None)
-    for path in (args.ckpt, args.style_encoder_path, args.faceparsing_path):
-        if not os.path.isfile(path):
-            raise MissingFileError(missing_file_message(path, backbone=backbone, style=style))
+    require_files(args.ckpt, args.style_encoder_path, args.faceparsing_path, backbone=args.backbone)
     pipe = VToonifyPipeline(args.ckpt, backbone=args.backbone, style_encoder_path=args.style_encoder_path,
                             faceparsing_path=args.faceparsing_path, exstyle_path=args.exstyle_path, device=args.device,
                             dtype=args.dtype, keep_style_encoder=False)

@@ -17,34 +17,45 @@ MP4) to ``--output_dir`` (default ``output/figures/``) and prints the paths it w
 Panels show the face crop that VToonify works on (rescaled to a 64 px eye distance and cropped with
 ``--padding``, as ``style_transfer.py --scale_image`` does) and the outputs, all scaled to
 ``--panel`` pixels high. Each checkpoint is loaded once per command (``all`` too, as long as the models
-a figure needs were the last ones used: at most two pipelines are kept loaded).
+a figure needs were the last ones used: at most two pipelines are kept loaded, in a
+:class:`pipeline.registry.PipelineCache`). The figures themselves are built by :mod:`metrics.figures`.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from common.atomic import atomic_output
 from common.cli import run_cli
-from common.errors import InputError, MissingFileError, OptionError
-from common.sheets import fit_height, grid, panel, text_image
-from hub.download_hints import missing_file_message
-from hub.released import guess_style_from_path
-from pipeline.clips import FaceCrop, PerFrameBaseline, crop_content_code, find_face_crop, mix_exstyle, read_frames
-from pipeline.faces import DEFAULT_PADDING, load_rgb
+from common.errors import MissingFileError, OptionError
+from common.images import read_rgb
+from hub.released import SHARED_FILES
+from metrics.figures import (
+    DEGREES,
+    Layout,
+    backbones_figure,
+    baseline_figure,
+    color_figures,
+    default_style_ids,
+    degree_figure,
+    faces_figure,
+    styles_figure,
+    video_figures,
+)
+from pipeline.clips import read_frames
+from pipeline.faces import DEFAULT_PADDING
+from pipeline.registry import PipelineCache, default_model, released_path
 from pipeline.stylize import VToonifyPipeline, atomic_imwrite
 from pipeline.videoio import VideoWriter, probe
 
 __all__ = [
+    "DEGREES",
     "Layout",
     "PipelineCache",
     "backbones_figure",
@@ -58,240 +69,11 @@ __all__ = [
     "video_figures",
 ]
 
-D_CKPT = "./checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt"
-D_COLOR_CKPT = "./checkpoint/vtoonify_d_cartoon/vtoonify_s_d_c.pt"
-T_CKPT = "./checkpoint/vtoonify_t_cartoon/vtoonify.pt"
-DEGREES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-
-
-# ------------------------------------------------------------------------------------------ models
-class PipelineCache:
-    """Loads each checkpoint once and keeps the ``capacity`` most recently used pipelines (a figure needs
-    at most two models at a time; each pipeline holds its own ~1 GB pSp encoder)."""
-
-    def __init__(self, style_encoder_path: str, faceparsing_path: str, device: str = "auto", dtype: str | None = None,
-                 capacity: int = 2):
-        self.style_encoder_path, self.faceparsing_path = style_encoder_path, faceparsing_path
-        self.device, self.dtype, self.capacity = device, dtype, capacity
-        self._pipes: OrderedDict[tuple[str, str | None], VToonifyPipeline] = OrderedDict()
-
-    def get(self, ckpt: str, exstyle_path: str | None = None) -> VToonifyPipeline:
-        """The :class:`~pipeline.stylize.VToonifyPipeline` of ``ckpt`` (backbone read from the file)."""
-        key = (os.path.realpath(ckpt), exstyle_path)
-        if key in self._pipes:
-            self._pipes.move_to_end(key)
-            return self._pipes[key]
-        backbone, style = guess_style_from_path(ckpt) or (None, None)
-        for path in (ckpt, self.style_encoder_path, self.faceparsing_path):
-            if not os.path.isfile(path):
-                raise MissingFileError(missing_file_message(path, backbone=backbone, style=style))
-        while len(self._pipes) >= self.capacity:
-            self._pipes.popitem(last=False)
-        self._pipes[key] = VToonifyPipeline(ckpt, style_encoder_path=self.style_encoder_path,
-                                            faceparsing_path=self.faceparsing_path, exstyle_path=exstyle_path,
-                                            device=self.device, dtype=self.dtype)
-        return self._pipes[key]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How inputs are cropped (``padding`` around the eyes, as ``style_transfer.py --scale_image``) and
-    how high each panel of a sheet is drawn."""
-
-    padding: Sequence[int] = DEFAULT_PADDING
-    panel_height: int = 256
-
-    def panel(self, image: np.ndarray, text: str) -> np.ndarray:
-        return panel(image, text, self.panel_height)
-
-
-def _require_backbone(pipe: VToonifyPipeline, backbone: str, what: str) -> None:
-    if pipe.backbone != backbone:
-        name = "VToonify-D (dualstylegan)" if backbone == "dualstylegan" else "VToonify-T (toonify)"
-        raise OptionError(f"the {what} figure needs a {name} checkpoint")
-
-
-# ---------------------------------------------------------------------------------------- helpers
-class _Portrait:
-    """One face crop prepared for one pipeline: its content code is computed once."""
-
-    def __init__(self, pipe: VToonifyPipeline, crop: FaceCrop):
-        self.pipe, self.crop = pipe, crop
-        self.content = crop_content_code(pipe, crop)
-
-    def style(self, style_id: int, color_transfer: bool = False) -> torch.Tensor:
-        return mix_exstyle(self.pipe, self.content, style_id, color_transfer)
-
-    def stylize(self, style: torch.Tensor, style_degree: float) -> np.ndarray:
-        return self.pipe.stylize_frames([self.crop.frame], style, style_degree)[0]
-
-
-def _crop(pipe: VToonifyPipeline, image: np.ndarray, layout: Layout) -> FaceCrop:
-    return find_face_crop(pipe.detector, [image], layout.padding)
-
-
-def _default_style_ids(pipe: VToonifyPipeline, count: int = 6) -> list[int]:
-    return sorted({round(float(i)) for i in np.linspace(0, pipe.num_styles - 1, min(count, pipe.num_styles))})
-
-
-def _with_exemplar(output: np.ndarray, pipe: VToonifyPipeline, style_id: int, style_dir: str | None) -> np.ndarray:
-    """``output`` with the exemplar image of ``style_id`` (``style_dir/<name in the exstyle file>``, when
-    it exists) inset in its bottom-right corner, a quarter of its height."""
-    if style_dir is None:
-        return output
-    path = Path(style_dir) / list(pipe.exstyles)[style_id]
-    if not path.is_file():
-        return output
-    h, w = output.shape[:2]
-    inset = fit_height(load_rgb(path), max(8, h // 4))[:, : w // 2]
-    out = output.copy()
-    border = max(2, h // 200)
-    out[h - inset.shape[0] - border:, w - inset.shape[1] - border:] = 255
-    out[h - inset.shape[0]:, w - inset.shape[1]:] = inset
-    return out
-
-
-def _no_face_panel(size: int) -> np.ndarray:
-    tile = text_image("no face", size, size)
-    tile[tile.sum(-1) == 3 * 255] = 200
-    return tile
-
-
-def _stylize_clip(pipe: VToonifyPipeline, frames: Sequence[np.ndarray], style_id: int, style_degree: float,
-                  color_transfer: bool, layout: Layout) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """``(crops, outputs)`` of VToonify on ``frames`` with the crop and style code of the first face, as
-    ``VToonifyPipeline.stylize_video`` stylises a video."""
-    crop = find_face_crop(pipe.detector, frames, layout.padding)
-    style = _Portrait(pipe, crop).style(style_id, color_transfer)
-    crops = [crop.apply(f) for f in frames]
-    return crops, [pipe.stylize_frames([c], style, style_degree)[0] for c in crops]
-
-
-# ---------------------------------------------------------------------------------------- figures
-def degree_figure(pipe: VToonifyPipeline, image: np.ndarray, style_id: int = 26, *, degrees: Sequence[float] = DEGREES,
-                  color_transfer: bool = False, layout: Layout = Layout()) -> np.ndarray:
-    """One row: the input, then VToonify-D outputs at each style degree."""
-    _require_backbone(pipe, "dualstylegan", "style degree")
-    portrait = _Portrait(pipe, _crop(pipe, image, layout))
-    style = portrait.style(style_id, color_transfer)
-    row = [layout.panel(portrait.crop.frame, "input")]
-    row += [layout.panel(portrait.stylize(style, d), f"degree {d:.2f}") for d in degrees]
-    return grid([row])
-
-
-def faces_figure(pipe: VToonifyPipeline, image: np.ndarray, style_id: int = 26, *, style_degree: float = 0.5,
-                 color_transfer: bool = False, scale_image: bool = True, max_faces: int | None = None,
-                 layout: Layout = Layout()) -> np.ndarray:
-    """One row: a group photo (the region ``--faces all`` renders), then ``--faces largest`` (every face at the
-    largest face's scale and code: the canvas before the blend, which is ``largest``'s output without
-    ``scale_image`` and contains it with) and ``--faces all`` (each face at its own), on that same region."""
-    options = dict(style_id=style_id, style_degree=style_degree, color_transfer=color_transfer, scale_image=scale_image,
-                   padding=layout.padding)
-    every = pipe.stylize_image(image, faces="all", max_faces=max_faces, **options)
-    n = 1 + len(every.faces)
-    row = [layout.panel(every.input, f"input ({n} face{'s' if n > 1 else ''})"),
-           layout.panel(every.canvas_output, "--faces largest"), layout.panel(every.output, "--faces all")]
-    return grid([row])
-
-
-def styles_figure(pipe: VToonifyPipeline, images: Sequence[np.ndarray], style_ids: Sequence[int], *,
-                  style_degree: float = 0.5, color_transfer: bool = False, columns: int = 4, style_dir: str | None = None,
-                  layout: Layout = Layout()) -> np.ndarray:
-    """Exemplar-based style transfer. One input: the input, then its outputs for every style id,
-    ``columns`` outputs per row; several inputs: one row per input, one column per style."""
-    _require_backbone(pipe, "dualstylegan", "exemplar styles")
-    rows = []
-    for image in images:
-        portrait = _Portrait(pipe, _crop(pipe, image, layout))
-        row = [layout.panel(portrait.crop.frame, "input")]
-        for sid in style_ids:
-            out = portrait.stylize(portrait.style(sid, color_transfer), style_degree)
-            row.append(layout.panel(_with_exemplar(out, pipe, sid, style_dir), f"style {sid}"))
-        rows.append(row)
-    if len(rows) == 1:
-        row = rows[0]
-        rows = [row[: columns + 1]] + [row[i: i + columns] for i in range(columns + 1, len(row), columns)]
-    return grid(rows)
-
-
-def color_figures(pipe_color: VToonifyPipeline, pipe_nocolor: VToonifyPipeline, images: Sequence[np.ndarray],
-                  style_ids: Sequence[int], *, style_degree: float = 0.5, steps: int = 5,
-                  layout: Layout = Layout()) -> tuple[np.ndarray, np.ndarray]:
-    """Colour: ``(comparison, interpolation)`` sheets, one row per (input, style).
-
-    * comparison: input | colour-preserving model | colour-transfer model with ``color_transfer``;
-    * interpolation: input | colour-transfer model with the colour rows (7 .. 17) of the style code
-      moved from the content's own code (0) to the exemplar's (1) in ``steps`` steps.
-    """
-    for pipe in (pipe_color, pipe_nocolor):
-        _require_backbone(pipe, "dualstylegan", "colour")
-    if steps < 2:
-        raise OptionError(f"colour interpolation needs at least 2 steps, got {steps}")
-    comparison, interpolation = [], []
-    for image in images:
-        crop = _crop(pipe_color, image, layout)
-        kept, transferred = _Portrait(pipe_nocolor, crop), _Portrait(pipe_color, crop)
-        source = layout.panel(crop.frame, "input")
-        for sid in style_ids:
-            own, exemplar = transferred.style(sid, False), transferred.style(sid, True)
-            comparison.append([
-                source,
-                layout.panel(kept.stylize(kept.style(sid, False), style_degree), f"style {sid}: colour kept"),
-                layout.panel(transferred.stylize(exemplar, style_degree), f"style {sid}: colour transfer"),
-            ])
-            row = [source]
-            for a in np.linspace(0.0, 1.0, steps):
-                mixed = own + float(a) * (exemplar - own)
-                row.append(layout.panel(transferred.stylize(mixed, style_degree), f"style {sid}: colour {a:.2f}"))
-            interpolation.append(row)
-    return grid(comparison), grid(interpolation)
-
-
-def backbones_figure(models: Sequence[tuple[str, VToonifyPipeline, int]], images: Sequence[np.ndarray], *,
-                     style_degree: float = 0.5, color_transfer: bool = False, layout: Layout = Layout()) -> np.ndarray:
-    """One row per input: the input, then one column per model ``(label, pipeline, style_id)``."""
-    rows = []
-    for image in images:
-        crop = _crop(models[0][1], image, layout)
-        row = [layout.panel(crop.frame, "input")]
-        for label, pipe, sid in models:
-            portrait = _Portrait(pipe, crop)
-            row.append(layout.panel(portrait.stylize(portrait.style(sid, color_transfer), style_degree), label))
-        rows.append(row)
-    return grid(rows)
-
-
-def video_figures(pipe: VToonifyPipeline, frames: Sequence[np.ndarray], style_id: int = 26, *, style_degree: float = 0.5,
-                  color_transfer: bool = False, strip_frames: int = 6, numbers: Sequence[int] | None = None,
-                  layout: Layout = Layout()) -> tuple[np.ndarray, list[np.ndarray]]:
-    """``(strip, animation)``: the first ``strip_frames`` input crops above their outputs, and every
-    frame as input | output side by side, one panel high. ``numbers`` label the frames (default 0, 1, ...)."""
-    crops, outputs = _stylize_clip(pipe, frames, style_id, style_degree, color_transfer, layout)
-    numbers = list(numbers) if numbers is not None else list(range(len(frames)))
-    shown = range(min(strip_frames, len(frames)))
-    strip = grid([[layout.panel(crops[i], f"input #{numbers[i]}") for i in shown],
-                  [layout.panel(outputs[i], f"VToonify #{numbers[i]}") for i in shown]])
-    height = layout.panel_height
-    animation = [np.concatenate([fit_height(c, height), fit_height(o, height)], axis=1) for c, o in zip(crops, outputs)]
-    return strip, animation
-
-
-def baseline_figure(pipe: VToonifyPipeline, frames: Sequence[np.ndarray], style_id: int = 26, *, style_degree: float = 0.5,
-                    color_transfer: bool = False, baseline_size: int = 256, numbers: Sequence[int] | None = None,
-                    layout: Layout = Layout()) -> np.ndarray:
-    """Four rows over consecutive frames: VToonify's input crop and output, then the per-frame baseline's
-    aligned face and output (:class:`pipeline.clips.PerFrameBaseline`)."""
-    crops, outputs = _stylize_clip(pipe, frames, style_id, style_degree, color_transfer, layout)
-    baseline = PerFrameBaseline(pipe, baseline_size)
-    results = [baseline(f, style_id, style_degree, color_transfer) for f in frames]
-    numbers = list(numbers) if numbers is not None else list(range(len(frames)))
-    missing = _no_face_panel(baseline_size)
-    return grid([
-        [layout.panel(c, f"input #{n}") for c, n in zip(crops, numbers)],
-        [layout.panel(o, f"VToonify #{n}") for o, n in zip(outputs, numbers)],
-        [layout.panel(r.aligned if r else missing, f"aligned #{n}") for r, n in zip(results, numbers)],
-        [layout.panel(r.output if r else missing, f"per-frame #{n}") for r, n in zip(results, numbers)],
-    ])
+D_CKPT = default_model("dualstylegan")
+D_COLOR_CKPT = default_model("dualstylegan", color_transfer=True)
+T_CKPT = default_model("toonify")
+#: Pipelines kept loaded: a figure needs at most two models at a time (each pipeline holds its VToonify and parser).
+LOADED_MODELS = 2
 
 
 # ----------------------------------------------------------------------------------------- output
@@ -318,18 +100,19 @@ def _save_mp4(path: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
 
 
 def _load_images(paths: Sequence[str]) -> list[np.ndarray]:
-    images = []
     for path in paths:
         if not os.path.isfile(path):
             raise MissingFileError(f"content not found: {path}")
-        try:
-            images.append(load_rgb(path))
-        except OSError as e:
-            raise InputError(f"cannot read {path} as an image ({e})") from e
-    return images
+    return [read_rgb(path) for path in paths]
 
 
 # -------------------------------------------------------------------------------------- commands
+def _pipeline(args: argparse.Namespace, cache: PipelineCache, ckpt: str, exstyle_path: str | None = None) -> VToonifyPipeline:
+    """The pipeline of ``ckpt`` with the command's helper networks, device and precision (each loaded once)."""
+    return cache.get(ckpt, style_encoder_path=args.style_encoder_path, faceparsing_path=args.faceparsing_path,
+                     exstyle_path=exstyle_path, device=args.device, dtype=args.dtype)
+
+
 def _layout(args: argparse.Namespace) -> Layout:
     return Layout(tuple(args.padding), args.panel)
 
@@ -340,14 +123,14 @@ def _out(args: argparse.Namespace, kind: str, content: str, suffix: str = ".png"
 
 
 def _cmd_degree(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
-    pipe = cache.get(args.ckpt, args.exstyle_path)
+    pipe = _pipeline(args, cache, args.ckpt, args.exstyle_path)
     sheet = degree_figure(pipe, _load_images([args.content])[0], args.style_id, degrees=args.degrees,
                           color_transfer=args.color_transfer, layout=_layout(args))
     return [_save_png(_out(args, "degree", args.content), sheet)]
 
 
 def _cmd_faces(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
-    pipe = cache.get(args.ckpt, args.exstyle_path)
+    pipe = _pipeline(args, cache, args.ckpt, args.exstyle_path)
     sheet = faces_figure(pipe, _load_images([args.content])[0], args.style_id, style_degree=args.style_degree,
                          color_transfer=args.color_transfer, scale_image=not args.whole_frame, max_faces=args.max_faces,
                          layout=_layout(args))
@@ -355,18 +138,18 @@ def _cmd_faces(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
 
 
 def _cmd_styles(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
-    pipe = cache.get(args.ckpt, args.exstyle_path)
-    sheet = styles_figure(pipe, _load_images(args.content), args.style_ids or _default_style_ids(pipe),
+    pipe = _pipeline(args, cache, args.ckpt, args.exstyle_path)
+    sheet = styles_figure(pipe, _load_images(args.content), args.style_ids or default_style_ids(pipe),
                           style_degree=args.style_degree, color_transfer=args.color_transfer, columns=args.columns,
                           style_dir=args.style_dir, layout=_layout(args))
     return [_save_png(_out(args, "styles", args.content[0]), sheet)]
 
 
 def _cmd_color(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
-    pipe_color = cache.get(args.ckpt_color, args.exstyle_path)
-    pipe_nocolor = cache.get(args.ckpt_nocolor, args.exstyle_path)
+    pipe_color = _pipeline(args, cache, args.ckpt_color, args.exstyle_path)
+    pipe_nocolor = _pipeline(args, cache, args.ckpt_nocolor, args.exstyle_path)
     comparison, interpolation = color_figures(pipe_color, pipe_nocolor, _load_images(args.content),
-                                              args.style_ids or _default_style_ids(pipe_color, 3),
+                                              args.style_ids or default_style_ids(pipe_color, 3),
                                               style_degree=args.style_degree, steps=args.steps, layout=_layout(args))
     return [_save_png(_out(args, "color", args.content[0]), comparison),
             _save_png(_out(args, "color_interp", args.content[0]), interpolation)]
@@ -381,7 +164,7 @@ def _cmd_backbones(args: argparse.Namespace, cache: PipelineCache) -> list[Path]
                           f"got {len(style_ids)}")
     models = []
     for k, ckpt in enumerate(args.ckpt):
-        pipe = cache.get(ckpt)
+        pipe = _pipeline(args, cache, ckpt)
         sid = style_ids[k if len(style_ids) > 1 else 0]
         if labels:
             label = labels[k]
@@ -405,7 +188,7 @@ def _clip(args: argparse.Namespace) -> tuple[list[np.ndarray], list[int], float]
 
 
 def _cmd_video(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
-    pipe = cache.get(args.ckpt, args.exstyle_path)
+    pipe = _pipeline(args, cache, args.ckpt, args.exstyle_path)
     frames, numbers, fps = _clip(args)
     strip, animation = video_figures(pipe, frames, args.style_id, style_degree=args.style_degree,
                                      color_transfer=args.color_transfer, strip_frames=args.strip_frames, numbers=numbers,
@@ -416,7 +199,7 @@ def _cmd_video(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
 
 
 def _cmd_baseline(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
-    pipe = cache.get(args.ckpt, args.exstyle_path)
+    pipe = _pipeline(args, cache, args.ckpt, args.exstyle_path)
     frames, numbers, _ = _clip(args)
     sheet = baseline_figure(pipe, frames, args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
                             baseline_size=args.baseline_size, numbers=numbers, layout=_layout(args))
@@ -426,8 +209,11 @@ def _cmd_baseline(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
 def _cmd_all(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
     """Every figure: the images for degree/styles/color/backbones, the video for video/baseline; each
     subcommand is run with the command line it would get on its own, sharing the loaded models."""
-    shared = ["--output_dir", args.output_dir, "--padding", *map(str, args.padding), "--panel", str(args.panel)]
+    shared = ["--output_dir", args.output_dir, "--padding", *map(str, args.padding), "--panel", str(args.panel),
+              "--style_encoder_path", args.style_encoder_path, "--faceparsing_path", args.faceparsing_path,
+              "--device", args.device]
     shared += ["--name", args.name] if args.name else []
+    shared += ["--dtype", args.dtype] if args.dtype else []
     degree = ["--style_degree", str(args.style_degree)]
     ids = ["--style_ids", *map(str, args.style_ids)] if args.style_ids else []
     color_ids = ["--style_ids", *map(str, args.style_ids[:3])] if args.style_ids else []
@@ -457,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--output_dir", default="./output/figures/", help="folder of the figures")
     common.add_argument("--name", default=None, help="base of the file names (default: the first content's name)")
-    common.add_argument("--style_encoder_path", default="./checkpoint/encoder.pt", help="pSp style encoder")
-    common.add_argument("--faceparsing_path", default="./checkpoint/faceparsing.pth", help="BiSeNet face parser")
+    encoder, parser = (released_path(name) for name in SHARED_FILES)
+    common.add_argument("--style_encoder_path", default=encoder, help="pSp style encoder")
+    common.add_argument("--faceparsing_path", default=parser, help="BiSeNet face parser")
     common.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
     common.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="VToonify precision")
     common.add_argument("--padding", type=int, nargs=4, default=list(DEFAULT_PADDING),
@@ -553,7 +340,7 @@ _COMMANDS = {"degree": _cmd_degree, "faces": _cmd_faces, "styles": _cmd_styles, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cache = PipelineCache(args.style_encoder_path, args.faceparsing_path, args.device, args.dtype)
+    cache = PipelineCache(LOADED_MODELS)
     return run_cli(lambda: _COMMANDS[args.command](args, cache), _print_saved)
 
 

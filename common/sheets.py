@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import cv2
 import numpy as np
 
-__all__ = ["BACKGROUND", "bar_chart", "caption", "fit_height", "grid", "panel", "text_image"]
+__all__ = ["BACKGROUND", "bar_chart", "caption", "fit_height", "grid", "inset", "panel", "placeholder", "text_image"]
 
 BACKGROUND = (255, 255, 255)
 _INK = (20, 20, 20)
@@ -70,6 +70,25 @@ def text_image(text: str, height: int, width: int | None = None) -> np.ndarray:
     canvas = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
     _put(canvas, text, (width - text_w) // 2, (height + text_h) // 2, scale, thickness)
     return canvas
+
+
+def placeholder(text: str, size: int) -> np.ndarray:
+    """A ``size`` x ``size`` light grey tile holding ``text``: a panel standing for a missing image ("no face")."""
+    tile = text_image(text, size, size)
+    tile[tile.sum(-1) == 3 * 255] = 200
+    return tile
+
+
+def inset(image: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """A copy of ``image`` with ``small`` in its bottom-right corner, a quarter of its height (at least 8 px) and at
+    most half its width, on a white border."""
+    h, w = image.shape[:2]
+    small = fit_height(small, max(8, h // 4))[:, : w // 2]
+    out = image.copy()
+    border = max(2, h // 200)
+    out[h - small.shape[0] - border:, w - small.shape[1] - border:] = 255
+    out[h - small.shape[0]:, w - small.shape[1]:] = small
+    return out
 
 
 def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:

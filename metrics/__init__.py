@@ -4,6 +4,7 @@
   flicker on static regions.
 * :mod:`metrics.identity`: distance between dlib face descriptors of input and output.
 * :mod:`metrics.runtime`: seconds per frame and peak host/CUDA memory.
+* :mod:`metrics.figures`: the paper's kinds of figures (sheets of labelled panels), for ``figures.py``.
 
 ``evaluate.py`` applies them to VToonify and to the per-frame baseline on a video.
 """

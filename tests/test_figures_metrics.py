@@ -25,11 +25,12 @@ from skimage import data as skdata
 
 import evaluate
 import figures
-from common.sheets import bar_chart, grid, panel
+from common.sheets import bar_chart, grid, inset, panel, placeholder
 from conftest import read_image, write_tiny_checkpoints
 from metrics.identity import SAME_PERSON_THRESHOLD, FaceEmbedder, identity_distance
 from metrics.runtime import RuntimeMonitor
 from metrics.temporal import consistency_mask, flicker_score, optical_flow, warping_error, warping_errors
+from pipeline import registry
 from pipeline.clips import PerFrameBaseline, crop_content_code, find_face_crop, mix_exstyle, read_frames
 from pipeline.stylize import VToonifyPipeline
 from pipeline.video import probe, synthesize_test_video
@@ -71,6 +72,11 @@ def video(tmp_path_factory) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ figures
+def _red_pixels(image_bgr: np.ndarray) -> int:
+    b, g, r = (image_bgr[..., k].astype(int) for k in range(3))
+    return int(((r > 235) & (g < 20) & (b < 20)).sum())
+
+
 def test_figures_all(models, images, video, pipes, tmp_path, capsys, monkeypatch):
     panels: list[tuple[str, np.ndarray]] = []
     real_panel = figures.Layout.panel
@@ -80,23 +86,38 @@ def test_figures_all(models, images, video, pipes, tmp_path, capsys, monkeypatch
         return real_panel(self, image, text)
 
     monkeypatch.setattr(figures.Layout, "panel", recording)
+    loaded = []
+
+    def loading(ckpt, _real=registry.VToonifyPipeline, **kwargs):
+        loaded.append(Path(ckpt).name)
+        return _real(ckpt, **kwargs)
+
+    monkeypatch.setattr(registry, "VToonifyPipeline", loading)  # figures.py loads through the one pipeline cache
     out = tmp_path / "figures"
+    exemplars = tmp_path / "exemplars"  # --style_dir: style2.jpg (its name in the exstyle file) is plain red
+    exemplars.mkdir()
+    cv2.imwrite(str(exemplars / "style2.jpg"), np.full((40, 40, 3), (0, 0, 255), np.uint8))
     code = figures.main(["all", "--image", str(images[0]), "--video", str(video), "--ckpt_d", str(models["d"]),
                          "--ckpt_color", str(models["color"]), "--ckpt_t", str(models["t"]), "--style_id", "1",
                          "--style_ids", "2", "--frames", "3", "--strip_frames", "1", "--output_dir", str(out),
-                         *_helpers(models)])
+                         "--style_dir", str(exemplars), *_helpers(models)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     expected = ["degree_astronaut.png", "styles_astronaut.png", "color_astronaut.png", "color_interp_astronaut.png",
                 "backbones_astronaut.png", "video_pan_strip.png", "video_pan.gif", "video_pan.mp4", "baseline_pan.png"]
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
     assert [line.split()[-1] for line in captured.out.splitlines()] == [str(out / name) for name in expected]
+    # D for degree and styles, D-colour beside it, T replacing D-colour (two kept), then D again: three loads
+    assert loaded == ["vtoonify_s_d.pt", "vtoonify_s_d_c.pt", "vtoonify.pt"]
 
     # one row of panels: caption band (18 px) + panel + a 6 px margin above and below
     row = PANEL + 18 + 12
     degree = read_image(out / "degree_astronaut.png")
     assert degree.shape[0] == row and degree.shape[1] > 7 * PANEL  # input + 6 degrees, crops wider than high
-    assert read_image(out / "styles_astronaut.png").shape[0] == row
+    styles = read_image(out / "styles_astronaut.png")
+    assert styles.shape[0] == row
+    # the exemplar inset in the styles sheet's output panel (a quarter of 96 px high), not in the degree sheet
+    assert _red_pixels(degree) < 20 and _red_pixels(styles) > 18 * 18, (_red_pixels(degree), _red_pixels(styles))
     assert read_image(out / "color_astronaut.png").shape[1] > 3 * PANEL  # input, colour kept, colour transferred
     assert read_image(out / "color_interp_astronaut.png").shape[1] > 6 * PANEL  # input + 5 steps
     assert read_image(out / "backbones_astronaut.png").shape[0] == row
@@ -150,6 +171,17 @@ def test_figure_errors(models, images, tmp_path, capsys):
                          *_helpers(models)]) == 1
     assert "no face" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_inset_and_placeholder():
+    image = np.zeros((400, 300, 3), np.uint8)
+    small = np.full((50, 100, 3), 7, np.uint8)  # wider than high: 100 x 200 at a quarter of 400, cut to half of 300
+    out = inset(image, small)
+    assert out.shape == image.shape and not image.any()  # a copy
+    assert (out[300:, 150:] == 7).all() and not out[:298].any() and not out[:, :148].any()
+    assert (out[298:300, 148:] == 255).all() and (out[298:, 148:150] == 255).all()  # the white border (2 px)
+    tile = placeholder("no face", 64)
+    assert tile.shape == (64, 64, 3) and (tile[0, 0] == 200).all() and (tile.min(-1) < 100).any()  # grey, with text
 
 
 # --------------------------------------------------------------------------------------- evaluation

@@ -274,6 +274,7 @@ def test_cli_prints_the_tip_only_on_native_bf16(native, tiny_ckpt, tmp_path, mon
 
 def test_app_fast_toggle_loads_a_bfloat16_pipeline(tmp_path, monkeypatch):
     import app
+    from pipeline import registry
 
     made = []
 
@@ -281,8 +282,11 @@ def test_app_fast_toggle_loads_a_bfloat16_pipeline(tmp_path, monkeypatch):
         def __init__(self, ckpt, **kwargs):
             made.append(kwargs["dtype"])
 
-    monkeypatch.setattr(app, "VToonifyPipeline", FakePipeline)
+    monkeypatch.setattr(registry, "VToonifyPipeline", FakePipeline)
     ckpt = tmp_path / "vtoonify_t_x" / "vtoonify.pt"
+    ckpt.parent.mkdir()
+    for path in (ckpt, tmp_path / "encoder.pt", tmp_path / "faceparsing.pth"):  # checked before a load
+        path.touch()
     config = app.AppConfig((app.ModelEntry("T", ckpt),), tmp_path / "encoder.pt", tmp_path / "faceparsing.pth", device="cpu")
     state = app.AppState(config)
     try:
