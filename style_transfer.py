@@ -18,12 +18,13 @@ import sys
 from pathlib import Path
 
 from common.options import COMPILE_MODES, FACE_MODES, RANGES
+from hub.released import default_model, released_path
 from pipeline.precision import BF16_PSNR_DB, BF16_SPEEDUP
 
 __all__ = ["build_parser", "main"]
 
 #: Where the default checkpoint paths point (relative to the working directory, as the original).
-CHECKPOINT_DIR = "./checkpoint"
+CHECKPOINT_DIR = os.path.dirname(released_path("encoder.pt"))  # ./checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,14 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style_degree", type=RANGES["style_degree"].parser("--style_degree"), default=0.5,
                    help="style degree d_s in [0, 1] (VToonify-D)")
     p.add_argument("--color_transfer", action="store_true", help="transfer the colour of the exemplar style too")
-    p.add_argument("--ckpt", type=str, default="./checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt", help="VToonify model")
+    p.add_argument("--ckpt", type=str, default=default_model(), help="VToonify model")
     p.add_argument("--output_path", type=str, default="./output/", help="folder of the results")
     p.add_argument("--scale_image", action="store_true",
                    help="rescale the input so the eye distance is 64 px and crop around the face")
-    p.add_argument("--style_encoder_path", type=str, default="./checkpoint/encoder.pt", help="pSp style encoder")
+    p.add_argument("--style_encoder_path", type=str, default=released_path("encoder.pt"), help="pSp style encoder")
     p.add_argument("--exstyle_path", type=str, default=None,
                    help="exemplar style codes (default: exstyle_code.npy next to --ckpt)")
-    p.add_argument("--faceparsing_path", type=str, default="./checkpoint/faceparsing.pth", help="BiSeNet face parser")
+    p.add_argument("--faceparsing_path", type=str, default=released_path("faceparsing.pth"), help="BiSeNet face parser")
     p.add_argument("--video", action="store_true", help="the content is a video")
     p.add_argument("--cpu", action="store_true", help="run on the CPU (same as --device cpu)")
     p.add_argument("--backbone", type=str, default="dualstylegan", choices=["dualstylegan", "toonify"],

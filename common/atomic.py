@@ -4,7 +4,9 @@
 (``.<name>.<pid>-<random>.partial<suffix>``, the suffix kept so that writers which pick the format from
 the extension work), renames it onto the target when the block ends normally and removes it otherwise.
 :func:`sweep_stale` removes the temporary files of a target left by processes that no longer exist
-(killed with SIGKILL, or a machine that went down).
+(killed with SIGKILL, or a machine that went down). A file that two processes may update (read, change, write back:
+an exemplar bank, a cache entry) is updated under :func:`file_lock`, so neither loses the other's change.
+:func:`cache_root` is the one folder of the project's caches.
 """
 from __future__ import annotations
 
@@ -14,7 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_output", "sweep_stale", "temporary_path"]
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent updates are not protected there
+    fcntl = None
+
+__all__ = ["atomic_output", "cache_root", "file_lock", "sweep_stale", "temporary_path"]
 
 _MARK = ".partial"
 
@@ -78,3 +85,27 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock for the block on ``<path>.lock`` (created beside ``path`` if missing, never removed: a
+    removed lock file could be locked by two processes at once). Another process that asks for the same lock waits;
+    the lock goes with the process if it dies. Wrap the whole read-modify-write of a shared file in it."""
+    lock = Path(os.fspath(path) + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as f:
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def cache_root() -> Path:
+    """The project's cache folder: ``$VTOONIFY_CACHE``, else ``$XDG_CACHE_HOME/vtoonify``, else ``~/.cache/vtoonify``."""
+    if os.environ.get("VTOONIFY_CACHE"):
+        return Path(os.environ["VTOONIFY_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "vtoonify"

@@ -42,7 +42,9 @@ __all__ = [
     "files_for",
     "guess_style_from_path",
     "model_folder",
+    "default_model",
     "released_file",
+    "released_path",
 ]
 
 DEFAULT_REPO = "PKUWilliamYang/VToonify"
@@ -277,3 +279,14 @@ def guess_style_from_path(path: str | os.PathLike[str]) -> tuple[str, str] | Non
     if info is not None and info.style is not None:
         return info.backbone, info.style
     return None
+
+
+def released_path(rel: str) -> str:
+    """``./checkpoint/<rel>``: where the tools look for the released file ``rel`` (a :func:`~hub.released.files_for`
+    entry) by default, relative to the working directory as in the original scripts."""
+    return os.path.join(".", CHECKPOINT_DIR, rel)
+
+
+def default_model(backbone: str = DEFAULT_BACKBONE, color_transfer: bool = False) -> str:
+    """The default model of ``backbone`` (the default style), e.g. ``./checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt``."""
+    return released_path(files_for(backbone, color_transfer=color_transfer)[len(SHARED_FILES)])  # after the helpers

@@ -47,9 +47,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from common.atomic import atomic_output
+from common.atomic import atomic_output, cache_root, file_lock
 from common.errors import InputError
 from common.images import read_rgb
+from hub.released import released_path
 from model.errors import UserError
 from model.stylegan.model import apply_mapping
 from pipeline.faces import align_face
@@ -175,11 +176,9 @@ def module_fingerprint(module: torch.nn.Module | None) -> str:
 
 
 def default_cache_dir() -> Path:
-    """``$VTOONIFY_CACHE/exstyle``, else ``$XDG_CACHE_HOME/vtoonify/exstyle``, else ``~/.cache/vtoonify/exstyle``."""
-    if os.environ.get("VTOONIFY_CACHE"):
-        return Path(os.environ["VTOONIFY_CACHE"]).expanduser() / "exstyle"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
-    return base / "vtoonify" / "exstyle"
+    """``$VTOONIFY_CACHE/exstyle``, else ``$XDG_CACHE_HOME/vtoonify/exstyle``, else ``~/.cache/vtoonify/exstyle``
+    (:func:`common.atomic.cache_root`)."""
+    return cache_root() / "exstyle"
 
 
 # ------------------------------------------------------------------------------------------- encoder
@@ -268,6 +267,14 @@ class ExemplarEncoder:
 
 
 # ---------------------------------------------------------------------------------------------- bank
+def bank_names(images: Sequence[str | os.PathLike], names: Sequence[str] | None = None) -> list[str]:
+    """The bank entry names of ``images``: their file names, unless ``names`` gives them."""
+    names = list(names) if names is not None else [Path(p).name for p in images]
+    if len(names) != len(images):
+        raise ExemplarError(f"{len(names)} names for {len(images)} images")
+    return names
+
+
 def add_to_bank(bank: str | os.PathLike, images: Sequence[str | os.PathLike], encoder: ExemplarEncoder,
                 aligned: bool = False, refine: int = 0, names: Sequence[str] | None = None,
                 progress: bool = True) -> "OrderedDict[str, np.ndarray]":
@@ -275,30 +282,37 @@ def add_to_bank(bank: str | os.PathLike, images: Sequence[str | os.PathLike], en
 
     Entries are named after the image files (``names`` overrides); a name already in the bank is an error,
     so that existing ``--style_id`` values never change meaning. Every image is encoded before the file is
-    replaced (atomically), so a bad image leaves the bank untouched.
+    replaced (atomically), so a bad image leaves the bank untouched. The encoding runs unlocked; the read of the
+    bank, the checks and the write run under the bank's :func:`~common.atomic.file_lock`, so two runs adding to one
+    bank at once both keep their styles, each with its own id.
     """
     bank = Path(bank)
-    codes = load_exstyle_codes(bank, encoder.n_latent) if bank.is_file() else OrderedDict()
-    names = list(names) if names is not None else [Path(p).name for p in images]
-    if len(names) != len(images):
-        raise ExemplarError(f"{len(names)} names for {len(images)} images")
-    for name in names:
-        if name in codes:
-            raise ExemplarError(f"{bank} already has a style named {name!r} (style id {list(codes).index(name)})")
+    names = bank_names(images, names)
     if len(set(names)) != len(names):
         raise ExemplarError("two style images have the same name; pass --names to tell them apart")
-    for path, name in zip(images, names):
-        codes[name] = encoder.code(path, aligned=aligned, refine=refine, progress=progress, name=os.fspath(path))
+
+    def check_new(codes) -> None:
+        for name in names:
+            if name in codes:
+                raise ExemplarError(f"{bank} already has a style named {name!r} (style id {list(codes).index(name)})")
+
+    check_new(load_exstyle_codes(bank, encoder.n_latent) if bank.is_file() else {})  # before the slow encoding
+    new = OrderedDict((name, encoder.code(path, aligned=aligned, refine=refine, progress=progress, name=os.fspath(path)))
+                      for path, name in zip(images, names))
     bank.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(bank) as tmp:
-        save_exstyle_codes(tmp, codes)
+    with file_lock(bank):
+        codes = load_exstyle_codes(bank, encoder.n_latent) if bank.is_file() else OrderedDict()
+        check_new(codes)  # another run may have added the name meanwhile
+        codes.update(new)
+        with atomic_output(bank) as tmp:
+            save_exstyle_codes(tmp, codes)
     return codes
 
 
 def exemplar_code(pipe: Any, style_image: Any, aligned: bool = False, refine: int = 0, progress: bool = True,
                   cache_dir: str | os.PathLike | bool | None = None, perceptual: Any = None,
-                  vgg_path: str | os.PathLike = "./checkpoint/vgg16.pth",
-                  lpips_path: str | os.PathLike = "./checkpoint/lpips_vgg.pth",
+                  vgg_path: str | os.PathLike = released_path("vgg16.pth"),
+                  lpips_path: str | os.PathLike = released_path("lpips_vgg.pth"),
                   lr: float = REFINE_LR, reg: float = REFINE_REG) -> np.ndarray:
     """The Z+ code of ``style_image`` for a :class:`pipeline.stylize.VToonifyPipeline` (VToonify-D): its pSp
     encoder, face detector and DualStyleGAN; LPIPS from ``perceptual`` or the two weight files."""
@@ -326,9 +340,9 @@ def _build_parser() -> argparse.ArgumentParser:
     a.add_argument("--style_refine", type=int, default=0, metavar="N", help="refinement steps (0 = pSp code only)")
     a.add_argument("--ckpt", default=None,
                    help="VToonify-D model whose DualStyleGAN refines the codes (default: vtoonify_s_d.pt beside --to)")
-    a.add_argument("--style_encoder_path", default="./checkpoint/encoder.pt")
-    a.add_argument("--vgg_path", default="./checkpoint/vgg16.pth", help="torchvision ImageNet VGG16 weights (LPIPS)")
-    a.add_argument("--lpips_path", default="./checkpoint/lpips_vgg.pth", help="LPIPS v0.1 VGG linear heads")
+    a.add_argument("--style_encoder_path", default=released_path("encoder.pt"))
+    a.add_argument("--vgg_path", default=released_path("vgg16.pth"), help="torchvision ImageNet VGG16 weights (LPIPS)")
+    a.add_argument("--lpips_path", default=released_path("lpips_vgg.pth"), help="LPIPS v0.1 VGG linear heads")
     a.add_argument("--landmark_path", default=None, help="dlib 68-landmark model")
     a.add_argument("--cache_dir", default=None, help="code cache (default: the user's cache folder)")
     a.add_argument("--device", default="auto")
@@ -372,14 +386,14 @@ def main(argv: list[str] | None = None) -> int:
                                   FaceDetector(args.landmark_path), generator,
                                   perceptual_factory(args.vgg_path, args.lpips_path, device), n_latent,
                                   args.cache_dir, device)
-        before = len(load_exstyle_codes(args.to, n_latent)) if Path(args.to).is_file() else 0
         codes = add_to_bank(args.to, args.images, encoder, args.style_aligned, args.style_refine, args.names,
                             progress=not args.no_progress)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    for style_id, name in enumerate(list(codes)[before:], start=before):
-        print(f"--style_id {style_id}: {name}")
+    ids = {name: i for i, name in enumerate(codes)}  # positions in the bank as written (another run may add too)
+    for name in bank_names(args.images, args.names):
+        print(f"--style_id {ids[name]}: {name}")
     print(f"saved {args.to} ({len(codes)} styles)")
     return 0
 

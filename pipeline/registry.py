@@ -21,7 +21,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from common.errors import MissingFileError, OptionError
 from hub.download_hints import missing_file_message
-from hub.released import CHECKPOINT_DIR, DEFAULT_BACKBONE, SHARED_FILES, files_for, guess_style_from_path
+from hub.released import default_model, guess_style_from_path, released_path  # noqa: F401  (re-exported)
 from pipeline.stylize import VToonifyPipeline
 
 __all__ = ["LRU", "PipelineCache", "PipelineKey", "default_model", "released_path", "require_files"]
@@ -30,18 +30,6 @@ log = logging.getLogger("vtoonify.registry")
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-
-
-# ------------------------------------------------------------------------------------------ default files
-def released_path(rel: str) -> str:
-    """``./checkpoint/<rel>``: where the tools look for the released file ``rel`` (a :func:`~hub.released.files_for`
-    entry) by default, relative to the working directory as in the original scripts."""
-    return os.path.join(".", CHECKPOINT_DIR, rel)
-
-
-def default_model(backbone: str = DEFAULT_BACKBONE, color_transfer: bool = False) -> str:
-    """The default model of ``backbone`` (the default style), e.g. ``./checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt``."""
-    return released_path(files_for(backbone, color_transfer=color_transfer)[len(SHARED_FILES)])  # after the helpers
 
 
 # --------------------------------------------------------------------------------------------- LRU cache

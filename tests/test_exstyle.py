@@ -6,14 +6,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import test_style_transfer
 import torch
 from skimage import data as skdata
 from stylize_helpers import N_STYLES
-
-# pytest finds fixtures among a module's attributes: this binds the session fixture of test_style_transfer.py (tiny
-# models in the released layout) here, so the tests below can request ``ckpt``.
-ckpt = test_style_transfer.ckpt
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +218,31 @@ def test_add_writes_a_bank_the_original_loader_reads(pipe, ckpt, aligned_astrona
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "already has a style named 'a.png'" in err
     assert bank.read_bytes() == before
+
+
+def test_two_processes_adding_to_one_bank_keep_both_styles(ckpt, aligned_astronaut, tmp_path):
+    """Two ``python -m pipeline.exstyle add`` runs into one bank at the same time: both styles are kept, each with the
+    id its run printed (before the lock, the later write dropped the other run's style and both printed the same id)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    bank = tmp_path / "exstyle_code.npy"
+    bank.write_bytes((ckpt / "vtoonify_d_test" / "exstyle_code.npy").read_bytes())
+    pictures = [_png(tmp_path / "one.png", aligned_astronaut),
+                _png(tmp_path / "two.png", np.ascontiguousarray(aligned_astronaut[:, ::-1]))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = [subprocess.Popen([sys.executable, "-m", "pipeline.exstyle", "add", str(p), "--to", str(bank), "--style_aligned",
+                              "--style_encoder_path", str(ckpt / "encoder.pt"), "--cache_dir", str(tmp_path / f"cache{i}"),
+                              "--device", "cpu", "--no_progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env, cwd=Path(__file__).resolve().parents[1]) for i, p in enumerate(pictures)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err for _, err in outputs]
+    printed = {}
+    for out, _ in outputs:
+        printed.update({name: int(i) for i, name in re.findall(r"--style_id (\d+): (\S+)", out)})
+    codes = list(np.load(bank, allow_pickle=True).item())
+    assert len(codes) == N_STYLES + 2 and set(codes[N_STYLES:]) == {"one.png", "two.png"}
+    assert printed == {"one.png": codes.index("one.png"), "two.png": codes.index("two.png")}
+    assert not list(tmp_path.glob("*.partial*"))

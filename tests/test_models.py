@@ -194,6 +194,23 @@ def test_output_is_4x_input(backbone, hw):
     assert feat.shape == (1, 32, hw[0] // 8, hw[1] // 8) and skip.shape == (1, 3, hw[0] // 8, hw[1] // 8)
 
 
+@pytest.mark.parametrize("backbone", ["dualstylegan", "toonify"])
+def test_prepared_styles_give_the_same_output(backbone):
+    """A style prepared once (a video's) and expanded over the batch gives what the per-call styles give (the same
+    values up to the float noise of a batch-1 against a batch-3 matrix product), and the same code."""
+    m = tiny(backbone).eval()
+    torch.manual_seed(1)
+    x, s = torch.randn(3, 22, 16, 24), torch.randn(1, 18, 32)
+    with torch.no_grad():
+        prepared = m.prepare_styles(s)
+        assert prepared.code is s and prepared.adastyles.shape[0] == 1
+        direct = m(x, s.expand(3, -1, -1), d_s=0.6)
+        reused = m(x, s, d_s=0.6, prepared=prepared)
+    torch.testing.assert_close(reused, direct, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x[:1], s, d_s=0.6, prepared=prepared), m(x[:1], s, d_s=0.6), rtol=0, atol=0)
+
+
 def test_bad_inputs_raise_clear_errors():
     m = tiny("dualstylegan").eval()
     with pytest.raises(ValueError, match="multiples of 8"):
