@@ -418,3 +418,18 @@ def test_landmark_fallback_when_the_crop_is_not_redetected(pipe_d, monkeypatch):
     assert (fallback - expected).abs().max() < 0.1 * expected.abs().max()
     with pytest.raises(NoFaceError, match="no face found for the style encoder"):
         pipe_d.style_code(crop, 1)
+
+
+def test_the_same_zplus_code_gives_the_same_w_plus_whatever_its_source(ckpt):
+    """Under --dtype bfloat16 an exemplar's Z+ code from --style_image went through the float32 mapping after a
+    rounding to bfloat16, the same code from --style_id without it: one style, two W+ codes. Both map the float32
+    code now."""
+    import torch
+
+    pipe = make_pipeline(ckpt, dtype="bfloat16")
+    content = pipe.exstyle(0)  # any W+ code of the right shape
+    zplus = list(pipe.exstyles.values())[1]
+    by_id = pipe.mix_style(content, style_id=1)
+    by_image = pipe.mix_style(content, exemplar=torch.from_numpy(zplus))
+    torch.testing.assert_close(by_image, by_id, rtol=0, atol=0)
+    assert by_id.dtype == torch.float32
