@@ -50,6 +50,7 @@ from PIL import Image, UnidentifiedImageError
 from model.errors import UserError
 from model.stylegan.model import apply_mapping
 from pipeline.atomic import atomic_output
+from pipeline.engines.cache import cache_root
 from pipeline.faces import align_face, load_rgb
 from pipeline.styles import fit_rows, load_exstyle_codes, save_exstyle_codes
 
@@ -174,10 +175,7 @@ def module_fingerprint(module: torch.nn.Module | None) -> str:
 
 def default_cache_dir() -> Path:
     """``$VTOONIFY_CACHE/exstyle``, else ``$XDG_CACHE_HOME/vtoonify/exstyle``, else ``~/.cache/vtoonify/exstyle``."""
-    if os.environ.get("VTOONIFY_CACHE"):
-        return Path(os.environ["VTOONIFY_CACHE"]).expanduser() / "exstyle"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
-    return base / "vtoonify" / "exstyle"
+    return cache_root() / "exstyle"
 
 
 # ------------------------------------------------------------------------------------------- encoder
