@@ -246,13 +246,19 @@ _RACE = textwrap.dedent("""
 """)
 
 
-def test_two_processes_exporting_at_once_export_once(exported, tmp_path):
+def test_two_processes_exporting_at_once_export_once_and_whole(exported, tmp_path):
     ckpt, log, go = exported["ckpt"]["t"], tmp_path / "log", tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen([sys.executable, "-c", _RACE, str(ckpt), str(tmp_path / "cache"), str(log), str(go)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    entry = ExportCache(tmp_path / "cache").entry(ckpt)
     go.touch()
+    seen = set()  # what a reader that takes no lock finds under the entry's name while they run
+    while any(p.poll() is None for p in procs):
+        with contextlib.suppress(FileNotFoundError):
+            seen.add((entry.stat().st_size, data_path(entry).stat().st_size))
     results = [p.communicate(timeout=120) for p in procs]
+    assert seen <= {(5000, 5000)}, seen  # whole files or none
     assert all(p.returncode == 0 for p in procs), [r[1][-2000:] for r in results]
     assert log.read_text() == "export\n"  # one export; the other process waited and took its file
     assert results[0][0] == results[1][0] and results[0][0].split()[1:] == ["5000", "5000"]
