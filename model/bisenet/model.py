@@ -32,6 +32,7 @@ __all__ = [
     "ContextPath",
     "FeatureFusionModule",
     "BiSeNet",
+    "resize_logits",
 ]
 
 
@@ -152,14 +153,24 @@ class BiSeNet(nn.Module):
         the bilinear (align_corners=True) weights of just the kept rows and columns are applied as two small
         matrix products.
         """
-        _check_image_batch(x)
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
+        return resize_logits(self.head_logits(x), x.shape[2:], every)
+
+    def head_logits(self, x: Tensor) -> Tensor:
+        """The main head's logits before any resizing, on the 1/8 grid of ``x`` (what :meth:`parse_logits` resizes;
+        the part of the network that ``pipeline.engines`` exports)."""
+        _check_image_batch(x)
         feat8, context8, _ = self.cp(x)
-        logits = self.conv_out(self.ffm(feat8, context8))
-        rows = _bilinear_rows(logits.shape[2], x.shape[2], every, logits)
-        cols = _bilinear_rows(logits.shape[3], x.shape[3], every, logits)
-        return torch.matmul(torch.matmul(rows, logits.contiguous()), cols.t())
+        return self.conv_out(self.ffm(feat8, context8))
+
+
+def resize_logits(logits: Tensor, size: tuple[int, int], every: int = 1) -> Tensor:
+    """:meth:`BiSeNet.head_logits` ``logits`` bilinearly resized (``align_corners=True``) to ``size``, at every
+    ``every``-th row and column only (two small matrix products)."""
+    rows = _bilinear_rows(logits.shape[2], size[0], every, logits)
+    cols = _bilinear_rows(logits.shape[3], size[1], every, logits)
+    return torch.matmul(torch.matmul(rows, logits.contiguous()), cols.t())
 
 
 def _check_image_batch(x: Tensor) -> None:

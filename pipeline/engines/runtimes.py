@@ -1,0 +1,136 @@
+"""The inference runtimes an exported ONNX file runs on: which exist, what a missing one tells the user, and a runner
+that feeds numpy arrays by input name and returns the outputs as numpy arrays.
+
+Both runtimes run on the CPU with ``threads`` intra-op threads (default: ``torch.get_num_threads()``, so they share
+the cores as the torch path does). Precision: ONNX Runtime's CPU provider computes in float32 only (it has no
+bfloat16 kernels for these convolutions); OpenVINO takes float32 or bfloat16 as its ``INFERENCE_PRECISION_HINT``.
+OpenVINO's own default on a CPU with native bfloat16 arithmetic is bfloat16, so float32 is always asked for
+explicitly.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.errors import UserError
+from pipeline.errors import OptionError
+
+__all__ = ["ENGINES", "EXTRAS", "EngineNotInstalledError", "Runner", "check_engine_name", "check_precision", "import_runtime",
+           "open_runner"]
+
+#: The engine names of ``--engine``; ``torch`` runs the PyTorch modules themselves.
+ENGINES = ("torch", "onnxruntime", "openvino")
+
+#: The pyproject extra that installs each exported engine (and the exporter: onnx, onnxscript).
+EXTRAS = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+# The precisions each runtime computes in on the CPU, with OpenVINO's hint name.
+_PRECISIONS = {"onnxruntime": {torch.float32: "f32"}, "openvino": {torch.float32: "f32", torch.bfloat16: "bf16"}}
+
+
+class EngineNotInstalledError(UserError, ImportError):
+    """The runtime of the requested engine (or the exporter it needs) is not installed."""
+
+
+def _install_hint(engine: str) -> str:
+    return f'pip install -e ".[{EXTRAS[engine]}]"'
+
+
+def check_engine_name(engine: str) -> str:
+    """``engine`` if it is one of :data:`ENGINES`, else :class:`OptionError`."""
+    if engine not in ENGINES:
+        raise OptionError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    return engine
+
+
+def import_runtime(engine: str, module: str | None = None) -> Any:
+    """Import the runtime of ``engine`` (or ``module``, a package its extra installs) or raise a one-line
+    :class:`EngineNotInstalledError` that names the extra to install."""
+    check_engine_name(engine)
+    name = module or engine
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise EngineNotInstalledError(f"--engine {engine} needs the Python package {name.split('.')[0]!r}, which is not "
+                                      f"installed: {_install_hint(engine)}") from None
+
+
+def check_precision(engine: str, dtype: torch.dtype) -> str:
+    """The runtime's name of ``dtype`` for ``engine``, or :class:`OptionError` saying what it supports."""
+    if engine not in _PRECISIONS:
+        raise OptionError(f"engine must be one of {', '.join(_PRECISIONS)} to run an ONNX file, got {engine!r}")
+    supported = _PRECISIONS[engine]
+    if dtype not in supported:
+        names = " or ".join(str(d).removeprefix("torch.") for d in supported)
+        extra = " (ONNX Runtime has no bfloat16 on the CPU: use --engine openvino --dtype bfloat16)" \
+            if engine == "onnxruntime" and dtype == torch.bfloat16 else ""
+        raise OptionError(f"--engine {engine} runs in {names} on the CPU, not {str(dtype).removeprefix('torch.')}{extra}")
+    return supported[dtype]
+
+
+class Runner:
+    """One loaded ONNX file on one runtime: ``runner(feeds) -> list of output arrays``.
+
+    Attributes: ``engine``, ``precision`` (the runtime's name: ``f32``, ``bf16``), ``input_shapes``
+    (input name -> shape, ``None`` for a dynamic dimension), ``output_names``.
+    """
+
+    engine: str
+    precision: str
+    input_shapes: dict[str, tuple[int | None, ...]]
+    output_names: list[str]
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+class _OnnxRuntimeRunner(Runner):
+    def __init__(self, path: os.PathLike, precision: str, threads: int):
+        ort = import_runtime("onnxruntime")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: no per-node warnings on stderr
+        self.session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        self.engine, self.precision = "onnxruntime", precision
+        self.input_shapes = {i.name: tuple(d if isinstance(d, int) else None for d in i.shape)
+                             for i in self.session.get_inputs()}
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(None, {name: feeds[name] for name in self.input_shapes})  # thread-safe
+
+
+class _OpenVINORunner(Runner):
+    def __init__(self, path: os.PathLike, precision: str, threads: int):
+        ov = import_runtime("openvino")
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = core.compile_model(core.read_model(os.fspath(path)), "CPU", config)
+        # what the CPU plugin actually computes in (a CPU without bfloat16 arithmetic runs float32)
+        self.engine, self.precision = "openvino", str(self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+        self.input_shapes = {p.get_any_name(): tuple(None if d.is_dynamic else d.get_length() for d in p.get_partial_shape())
+                             for p in self.compiled.inputs}
+        self.output_names = [p.get_any_name() for p in self.compiled.outputs]
+        self._request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request, one caller at a time
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with self._lock:
+            result = self._request.infer({name: feeds[name] for name in self.input_shapes}, share_outputs=False)
+            return [result[port] for port in self.compiled.outputs]
+
+
+_RUNNERS = {"onnxruntime": _OnnxRuntimeRunner, "openvino": _OpenVINORunner}
+
+
+def open_runner(path: str | os.PathLike, engine: str, dtype: torch.dtype = torch.float32,
+                threads: int | None = None) -> Runner:
+    """Load the ONNX file ``path`` on ``engine`` (``'onnxruntime'`` or ``'openvino'``) computing in ``dtype``."""
+    precision = check_precision(engine, dtype)
+    return _RUNNERS[engine](path, precision, threads or torch.get_num_threads())

@@ -1,0 +1,297 @@
+"""The engines out of PyTorch (pipeline/engines): ONNX export round trips on ONNX Runtime and OpenVINO, engine
+selection and its errors, the export cache (reuse, rebuild, two processes, unwritable folder) and the exported file
+run by a plain onnxruntime outside the project.
+
+Tiny fill-rule models; each checkpoint is exported once per session (``exported``), ~20 s each on 2 cores.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import GOLDEN, write_tiny_checkpoints
+from model.checkpoint import CheckpointError, load_bisenet, load_vtoonify
+from model.errors import UserError
+from model.fill import write_fill_face_parser
+from pipeline import engines
+from pipeline.engines import EngineNotInstalledError, get_engine
+from pipeline.engines import export as export_module
+from pipeline.engines.cache import ExportCache
+from pipeline.engines.export import data_path
+from pipeline.errors import OptionError
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIMES = ("onnxruntime", "openvino")
+# float32 runtimes differ from torch by ~1e-6 here (their own convolution kernels); 100x margin
+TOL = 1e-4
+
+
+def _assert_close(actual: torch.Tensor, ref: torch.Tensor, what: str) -> float:
+    assert actual.shape == ref.shape and actual.dtype == torch.float32, (what, actual.shape, ref.shape, actual.dtype)
+    diff = (actual - ref).abs().max().item()
+    assert diff <= TOL * max(1.0, ref.abs().max().item()), f"{what}: max |diff| {diff:.3g}"
+    return diff
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """Tiny VToonify-D / -T and the released-size BiSeNet, each exported once into a session cache: D and T through
+    the cache (first use), BiSeNet through the command line straight to its cache entry."""
+    root = tmp_path_factory.mktemp("engines")
+    ckpts = write_tiny_checkpoints(root, "engines")
+    ckpts["parser"] = write_fill_face_parser(root / "faceparsing.pth", GOLDEN / "fill_bisenet.tsv")
+    notices: list[str] = []
+    cache = ExportCache(root / "cache", notice=notices.append)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = export_module.main([str(ckpts["parser"]), "--output", str(cache.entry(ckpts["parser"])), "--check",
+                                     "openvino"])
+    paths = {key: cache.get(ckpts[key]) for key in ("d", "t")}
+    paths["parser"] = cache.get(ckpts["parser"])  # the command line's file: no export
+    return {"ckpt": ckpts, "onnx": paths, "cache": cache, "notices": notices, "cli": (status, out.getvalue())}
+
+
+@pytest.fixture(scope="session")
+def torch_models(exported):
+    c = exported["ckpt"]
+    return {"d": load_vtoonify(c["d"]), "t": load_vtoonify(c["t"]), "parser": load_bisenet(c["parser"])}
+
+
+def test_exports_ran_once_each_with_a_notice_and_a_check(exported):
+    status, printed = exported["cli"]
+    assert status == 0 and printed.count("\n") == 1, printed
+    assert "max |diff| against torch" in printed and "(openvino, float32)" in printed, printed
+    assert float(printed.rsplit(": ", 1)[1]) < 1e-4
+    assert exported["cache"].exports == 2  # D and T; the parser's entry was the command line's file
+    assert len(exported["notices"]) == 2 and all("\n" not in n and " s" in n and "max |diff|" in n
+                                                   for n in exported["notices"])
+    for path in exported["onnx"].values():
+        assert path.is_file() and data_path(path).stat().st_size > path.stat().st_size  # the weights are external
+
+
+# --------------------------------------------------------------------------------------------- round trips
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("key", ["d", "t"])
+def test_vtoonify_round_trip(exported, torch_models, runtime, key):
+    engine = get_engine(runtime, cache_dir=exported["cache"].folder)
+    vt = engine.vtoonify(exported["ckpt"][key])
+    assert engine.cache.exports == 0 and vt.path == exported["onnx"][key]  # the session's file, not a new export
+    assert vt.backbone == torch_models[key].backbone and (vt.n_latent, vt.style_channels) == (18, 512)
+    g = torch.Generator().manual_seed(3)
+    with torch.inference_mode():
+        # one file, two sizes and two batch sizes; a (1, 18, 512) style for a batch, per-sample degrees
+        for batch, (h, w) in ((1, (64, 64)), (2, (40, 72))):
+            x = torch.randn(batch, 22, h, w, generator=g).clamp(-1, 1)
+            style = torch.randn(1, 18, 512, generator=g)
+            d_s = torch.tensor([0.3, 0.9][:batch])
+            ref = torch_models[key](x, style.expand(batch, -1, -1), d_s=d_s.view(-1, 1))
+            _assert_close(vt(x, style, d_s=d_s), ref, f"{runtime} {key} {batch}x{h}x{w}")
+        if key == "d":  # the degree is an input: another degree, another image
+            assert (vt(x, style, d_s=0.0) - vt(x, style, d_s=1.0)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="multiples of 8"):
+        vt(torch.zeros(1, 22, 60, 64), style)
+    with pytest.raises(OptionError, match="--engine torch"):
+        vt(x, style, d_s=0.5, return_mask=True)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_parser_round_trip(exported, torch_models, runtime):
+    parser = get_engine(runtime, cache_dir=exported["cache"].folder).parser(exported["ckpt"]["parser"])
+    g = torch.Generator().manual_seed(4)
+    with torch.inference_mode():
+        for batch, (h, w) in ((1, (64, 64)), (2, (48, 80))):
+            x = torch.randn(batch, 3, h, w, generator=g)
+            ref = torch_models["parser"]
+            _assert_close(parser.parse_logits(x, every=2), ref.parse_logits(x, every=2), f"{runtime} parse_logits {h}x{w}")
+            _assert_close(parser(x)[0], ref(x)[0], f"{runtime} forward {h}x{w}")
+
+
+def test_openvino_bfloat16_is_the_precision_hint(exported, torch_models):
+    from pipeline.precision import native_bf16
+
+    vt = get_engine("openvino", torch.bfloat16, cache_dir=exported["cache"].folder).vtoonify(exported["ckpt"]["d"])
+    assert vt.precision == ("bf16" if native_bf16() else "f32")
+    g = torch.Generator().manual_seed(5)
+    x, style = torch.randn(1, 22, 64, 64, generator=g).clamp(-1, 1), torch.randn(1, 18, 512, generator=g)
+    with torch.inference_mode():
+        ref, out = torch_models["d"](x, style, d_s=0.5), vt(x, style, d_s=0.5)
+    assert out.dtype == torch.float32
+    psnr = 10 * torch.log10(4 / (out - ref).pow(2).mean()).item()  # images in [-1, 1]
+    assert psnr > 30, psnr
+
+
+# --------------------------------------------------------------------------------------- engine selection
+def test_torch_engine_is_the_identity(exported, torch_models):
+    engine = get_engine("torch")
+    assert engine.vtoonify(exported["ckpt"]["d"], model=torch_models["d"]) is torch_models["d"]
+    assert engine.parser(exported["ckpt"]["parser"], model=torch_models["parser"]) is torch_models["parser"]
+    assert engines.ENGINES == ("torch", "onnxruntime", "openvino")
+
+
+@pytest.mark.parametrize("name, dtype, message", [
+    ("tensorrt", torch.float32, "engine must be one of torch, onnxruntime, openvino, got 'tensorrt'"),
+    ("onnxruntime", torch.bfloat16, "use --engine openvino --dtype bfloat16"),
+    ("openvino", torch.float16, "runs in float32 or bfloat16 on the CPU, not float16"),
+])
+def test_engine_errors_are_one_line(name, dtype, message):
+    with pytest.raises(OptionError) as e:
+        get_engine(name, dtype)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_engine_not_installed_names_the_extra(runtime, monkeypatch, capsys):
+    from pipeline.cli import run_cli
+
+    monkeypatch.setitem(sys.modules, runtime, None)  # `import runtime` now raises ImportError
+    with pytest.raises(EngineNotInstalledError) as e:
+        get_engine(runtime)
+    assert isinstance(e.value, UserError) and f'pip install -e ".[{runtime}]"' in str(e.value)
+    assert run_cli(lambda: get_engine(runtime)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: --engine {runtime} needs"), err
+
+
+def test_export_refuses_other_checkpoints(tmp_path):
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a VToonify or BiSeNet checkpoint"):
+        export_module.export_onnx(tmp_path / "other.pt", tmp_path / "other.onnx")
+    assert not list(tmp_path.glob("*.onnx*"))
+
+
+# ---------------------------------------------------------------------------------------------------- cache
+def _fake_export(source: Path, calls: list):
+    """An export_onnx that copies ``source``'s export (the cache's logic without a 20 s export)."""
+
+    def export_onnx(ckpt, output, **kwargs):
+        calls.append(Path(ckpt))
+        shutil.copyfile(data_path(source), data_path(output))
+        shutil.copyfile(source, output)
+        return export_module.ExportResult(Path(output), "vtoonify_toonify", 0.0)
+
+    return export_onnx
+
+
+def test_cache_reuses_and_rebuilds_when_the_checkpoint_changes(exported, tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(export_module, "export_onnx", _fake_export(exported["onnx"]["t"], calls))
+    ckpt = tmp_path / "vtoonify.pt"
+    shutil.copyfile(exported["ckpt"]["t"], ckpt)
+    notices: list[str] = []
+    first = ExportCache(tmp_path / "cache", notice=notices.append).get(ckpt)
+    again = ExportCache(tmp_path / "cache", notice=notices.append).get(ckpt)  # a new process's view: the folder
+    assert first == again and len(calls) == 1 and len(notices) == 1
+    model = load_vtoonify(ckpt)
+    with torch.no_grad():
+        model.encoder[5].bias.add_(1)
+    torch.save({"g_ema": model.state_dict()}, ckpt)  # retrained: same name, other content
+    rebuilt = ExportCache(tmp_path / "cache", notice=notices.append).get(ckpt)
+    assert rebuilt != first and len(calls) == 2 and rebuilt.is_file() and first.is_file()
+
+
+def test_unwritable_cache_folder_falls_back_to_a_temporary_one(exported, tmp_path, monkeypatch):
+    import tempfile
+
+    calls: list = []
+    monkeypatch.setattr(export_module, "export_onnx", _fake_export(exported["onnx"]["t"], calls))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.warns(RuntimeWarning, match="cannot be written"):
+        path = ExportCache(tmp_path / "file" / "cache", notice=lambda line: None).get(exported["ckpt"]["t"])
+    assert path.is_file() and path.is_relative_to(tmp_path / "tmp") and len(calls) == 1
+
+
+_RACE = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from pipeline.engines import export as export_module
+    from pipeline.engines.cache import ExportCache
+    from pipeline.engines.export import data_path
+
+    ckpt, folder, log, go = map(Path, sys.argv[1:5])
+
+    class SlowProgram:  # writes the model and its data in pieces, slowly: a reader of a partial file would see it
+        def save(self, path, external_data):
+            for target in (data_path(path), Path(path)):
+                with open(target, "wb") as f:
+                    for _ in range(5):
+                        f.write(b"x" * 1000)
+                        f.flush()
+                        time.sleep(0.05)
+
+    def slow_export(ckpt, output, **kwargs):  # the real export's saving, with a slow program
+        with open(log, "a") as f:
+            f.write("export\\n")
+        export_module._save(SlowProgram(), Path(output))
+        return export_module.ExportResult(Path(output), "bisenet", 0.5)
+
+    export_module.export_onnx = slow_export
+    cache = ExportCache(folder, notice=lambda line: None)
+    cache.key(ckpt)  # hashed before the start line, so both processes reach the lock together
+    while not go.exists():
+        time.sleep(0.01)
+    path = cache.get(ckpt)
+    print(path, path.stat().st_size, data_path(path).stat().st_size)
+""")
+
+
+def test_two_processes_exporting_at_once_export_once_and_whole(exported, tmp_path):
+    ckpt, log, go = exported["ckpt"]["t"], tmp_path / "log", tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", _RACE, str(ckpt), str(tmp_path / "cache"), str(log), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    entry = ExportCache(tmp_path / "cache").entry(ckpt)
+    go.touch()
+    seen = set()  # what a reader that takes no lock finds under the entry's name while they run
+    while any(p.poll() is None for p in procs):
+        with contextlib.suppress(FileNotFoundError):
+            seen.add((entry.stat().st_size, data_path(entry).stat().st_size))
+    results = [p.communicate(timeout=120) for p in procs]
+    assert seen <= {(5000, 5000)}, seen  # whole files or none
+    assert all(p.returncode == 0 for p in procs), [r[1][-2000:] for r in results]
+    assert log.read_text() == "export\n"  # one export; the other process waited and took its file
+    assert results[0][0] == results[1][0] and results[0][0].split()[1:] == ["5000", "5000"]
+    leftovers = [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith((".onnx", ".data", ".lock"))]
+    assert not leftovers
+
+
+# ------------------------------------------------------------------------------------- outside the project
+_PLAIN = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import onnxruntime
+    session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+    feeds = dict(np.load(sys.argv[2]))
+    image = session.run(["image"], {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+    print(np.abs(image - feeds["reference"]).max(), image.shape)
+    assert not {"torch", "model", "pipeline"} & {m.split(".")[0] for m in sys.modules}
+""")
+
+
+def test_exported_file_runs_in_a_plain_onnxruntime(exported, torch_models, tmp_path):
+    """The file and its data, moved elsewhere, run without the project or torch (a deployment's view)."""
+    for name in (exported["onnx"]["d"], data_path(exported["onnx"]["d"])):
+        shutil.copyfile(name, tmp_path / name.name)
+    g = torch.Generator().manual_seed(6)
+    x, style, d_s = torch.randn(2, 22, 48, 56, generator=g).clamp(-1, 1), torch.randn(2, 18, 512, generator=g), \
+        torch.tensor([0.2, 0.7])
+    with torch.inference_mode():
+        ref = torch_models["d"](x, style, d_s=d_s.view(-1, 1))
+    np.savez(tmp_path / "feeds.npz", x=x.numpy(), style=style.numpy(), d_s=d_s.numpy(), reference=ref.numpy())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([sys.executable, "-c", _PLAIN, exported["onnx"]["d"].name, "feeds.npz"], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    diff, shape = run.stdout.split(" ", 1)
+    assert float(diff) <= TOL * max(1.0, ref.abs().max().item()) and shape.strip() == "(2, 3, 192, 224)"
