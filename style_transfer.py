@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from common.options import COMPILE_MODES, FACE_MODES, RANGES
+from common.options import COMPILE_MODES, ENGINES, FACE_MODES, RANGES
 from hub.released import default_model, released_path
 from pipeline.precision import BF16_PSNR_DB, BF16_SPEEDUP
 
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=COMPILE_MODES,
                    help="torch.compile the VToonify forward (bare --compile: 'default'; 'reduce-overhead' adds CUDA graphs on "
                         "a GPU); compiling takes a minute or more, so it pays off on videos")
+    p.add_argument("--engine", type=str, default="torch", choices=ENGINES,
+                   help="what runs VToonify and the face parser: torch, or (CPU) onnxruntime / openvino, exported to ONNX "
+                        "on first use into ~/.cache/vtoonify/engines ($VTOONIFY_CACHE); with --dtype bfloat16, openvino "
+                        "computes in bfloat16. Install an engine with pip install -e \".[openvino]\" (or .[onnxruntime])")
     p.add_argument("--track", action="store_true", help="video: move the crop with the face (smoothed), output size constant")
     p.add_argument("--smooth_parsing", type=RANGES["smooth_parsing"].parser("--smooth_parsing"), default=0, metavar="W",
                    help="video: smooth parsing maps over +-W frames with optical flow to reduce flicker "
@@ -157,7 +161,7 @@ def _run(args: argparse.Namespace) -> list[Path]:
     pipe = VToonifyPipeline(args.ckpt, backbone=args.backbone, style_encoder_path=args.style_encoder_path,
                             faceparsing_path=args.faceparsing_path, exstyle_path=args.exstyle_path, device=device,
                             dtype=dtype, landmark_path=args.landmark_path, keep_style_encoder=False,
-                            compile=args.compile)
+                            compile=args.compile, engine=args.engine)
     style_image = None
     if args.style_image:  # encoded (and refined) before any work, so a bad exemplar fails first
         style_image = pipe.exemplar_code(args.style_image, aligned=args.style_aligned, refine=args.style_refine,

@@ -23,10 +23,10 @@ from skimage import data as skdata
 
 from benchmarks.bf16_accuracy import face_fill_rows, psnr_uint8, to_uint8
 from benchmarks.make_fill_checkpoints import TABLES
+from common.atomic import atomic_output
 from model.checkpoint import load_vtoonify
 from model.fill import fill_module
 from model.vtoonify import VToonify
-from pipeline.atomic import atomic_output
 from pipeline.engines import get_engine
 from pipeline.engines.cache import ExportCache
 

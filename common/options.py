@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from common.errors import OptionError
 
-__all__ = ["COMPILE_MODES", "FACE_MODES", "RANGES", "Range", "check", "check_all"]
+__all__ = ["COMPILE_MODES", "ENGINES", "FACE_MODES", "RANGES", "Range", "check", "check_all"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,8 @@ RANGES: dict[str, Range] = {
 
 #: The values of ``--compile`` (``torch.compile`` modes of the VToonify forward).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: The values of ``--engine`` (:mod:`pipeline.engines`).
+ENGINES = ("torch", "onnxruntime", "openvino")
 #: The values of ``--faces``.
 FACE_MODES = ("largest", "all")
 

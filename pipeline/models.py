@@ -29,6 +29,7 @@ from model.checkpoint import load_bisenet, load_vtoonify
 from model.dualstylegan import exstyle_code
 from model.encoder.psp import load_psp_standalone
 from model.vtoonify import PARSING_SCALE, PreparedStyle
+from pipeline.engines import get_engine
 from pipeline.faces import FaceDetector, align_face, file_version
 from pipeline.parsing import parse_frames
 from pipeline.styles import StyleCodeError, fit_rows, load_exstyle_codes
@@ -58,6 +59,10 @@ class PipelineModels:
             ``'reduce-overhead'`` (CUDA graphs on a GPU) or ``'max-autotune'``. Compiled once per input shape
             (the first frames of a video pay for it); video batches are padded to the full batch size so the
             last, shorter batch reuses the compiled graph.
+        engine: what runs VToonify and the parser: ``'torch'`` (default), ``'onnxruntime'`` or ``'openvino'``
+            (:mod:`pipeline.engines`: exported to ONNX on first use into a cache, ``engine_cache`` or
+            ``~/.cache/vtoonify/engines``; ``dtype`` is then the engine's precision). The style encoder, the face
+            detector and the style mapping stay in PyTorch.
     """
 
     def __init__(
@@ -72,11 +77,22 @@ class PipelineModels:
         landmark_path: str | os.PathLike | None = None,
         keep_style_encoder: bool = True,
         compile: str | None = None,
+        engine: str = "torch",
+        engine_cache: str | os.PathLike | None = None,
     ):
         if compile is not None and compile not in COMPILE_MODES:
             raise OptionError(f"compile must be None or one of {', '.join(COMPILE_MODES)}, got {compile!r}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
+        # checked before anything loads: the name, the runtime installed, the precision it computes in
+        self.engine = get_engine(engine, self.dtype, engine_cache)
+        if self.engine.name != "torch":
+            if compile is not None:
+                raise OptionError(f"--compile is for the torch engine; --engine {self.engine.name} runs its own graph")
+            if self.device.type != "cpu":
+                raise OptionError(f"--engine {self.engine.name} runs on the CPU here; use --device cpu (or the torch "
+                                  "engine on a GPU)")
+            self.dtype = torch.float32  # the frames and logits handed to the engine; it computes in its own precision
         # the weights are mapped from the file (their pages go back exactly when the model is freed); reduced
         # precision (the big convolutions in self.dtype, the parts whose rounding shows in float32) is applied on
         # first use of the model (the `vtoonify` property), after the first style code, so the ~1 GiB pSp pass
@@ -89,13 +105,18 @@ class PipelineModels:
         self.backbone = self._vtoonify.backbone
         self._width_scale: float | None = None  # see pipeline.memory.width_scale
         self.compile = compile
-        self._eager_step = self._step = _VToonifyStep(self._vtoonify)
+        # the torch engine hands back the model itself; an ONNX engine its exported graph (the torch model, mapped
+        # from the file and never cast, still gives the style mapping and the exemplar tools their generator)
+        self._eager_step = self._step = _VToonifyStep(self.engine.vtoonify(ckpt, model=self._vtoonify, backbone=backbone))
         if compile is not None:
             # fullgraph: the forward has no graph breaks (tests/test_style_transfer.py checks it), so a
             # break would be a bug to report, not a silent slow path.
             self._step = torch.compile(self._eager_step, mode=compile, fullgraph=True, dynamic=False)
-        self.parser = _own_memory_if_cast(load_bisenet(faceparsing_path, device=self.device, mmap=True).to(dtype=self.dtype),
-                                          self.dtype)
+        if self.engine.name == "torch":
+            self.parser = _own_memory_if_cast(
+                load_bisenet(faceparsing_path, device=self.device, mmap=True).to(dtype=self.dtype), self.dtype)
+        else:
+            self.parser = self.engine.parser(faceparsing_path)
         self.style_encoder_path = style_encoder_path
         self.keep_style_encoder = keep_style_encoder
         self._pspencoder: torch.nn.Module | None = None
@@ -284,6 +305,8 @@ class _VToonifyStep(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, parsing: torch.Tensor, style: PreparedStyle, d_s: float) -> torch.Tensor:
         inputs = torch.cat([x, parsing.to(x.dtype) / PARSING_SCALE], dim=1)
+        if not isinstance(self.vtoonify, torch.nn.Module):  # an engine's exported graph maps the code itself
+            return self.vtoonify(inputs, style.code, d_s=d_s).clamp_(-1, 1)
         return self.vtoonify(inputs, style.code, d_s=d_s, prepared=style).clamp_(-1, 1)
 
 

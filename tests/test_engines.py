@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import OptionError
 from conftest import GOLDEN, write_tiny_checkpoints
 from model.checkpoint import CheckpointError, load_bisenet, load_vtoonify
 from model.errors import UserError
@@ -28,7 +29,6 @@ from pipeline.engines import EngineNotInstalledError, get_engine
 from pipeline.engines import export as export_module
 from pipeline.engines.cache import ExportCache
 from pipeline.engines.export import data_path
-from pipeline.errors import OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIMES = ("onnxruntime", "openvino")
@@ -295,3 +295,52 @@ def test_exported_file_runs_in_a_plain_onnxruntime(exported, torch_models, tmp_p
     assert run.returncode == 0, run.stderr[-2000:]
     diff, shape = run.stdout.split(" ", 1)
     assert float(diff) <= TOL * max(1.0, ref.abs().max().item()) and shape.strip() == "(2, 3, 192, 224)"
+
+
+# ------------------------------------------------------------------------------------------ in the pipeline
+@pytest.fixture(scope="module")
+def engine_pipes(ckpt, exported):
+    """The end-to-end tests' checkpoints through each engine (the session's export cache: the tiny models are the
+    same files, byte for byte, so nothing is exported again)."""
+    from stylize_helpers import make_pipeline
+
+    pipes = {name: make_pipeline(ckpt, engine=name, engine_cache=exported["cache"].folder) for name in ("torch", *RUNTIMES)}
+    return pipes
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_an_engine_runs_the_whole_recipe(engine_pipes, exported, runtime):
+    """A photo through --engine onnxruntime / openvino: the same crop, and the result within float noise of torch's
+    (float32 runtimes; their own kernels)."""
+    from skimage import data as skdata
+    from stylize_helpers import PAD
+
+    ref = engine_pipes["torch"].stylize_image(skdata.astronaut(), style_id=1, scale_image=True, padding=PAD)
+    got = engine_pipes[runtime].stylize_image(skdata.astronaut(), style_id=1, scale_image=True, padding=PAD)
+    assert got.crop == ref.crop and got.output.shape == ref.output.shape
+    diff = np.abs(got.output.astype(int) - ref.output.astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())
+    assert engine_pipes[runtime].engine.cache.exports <= 2  # at most the tiny model and the parser, once each
+
+
+def test_a_video_through_an_engine(engine_pipes, astronaut_video, tmp_path):
+    from stylize_helpers import PAD
+
+    from pipeline.video import probe
+
+    result = engine_pipes["openvino"].stylize_video(astronaut_video, tmp_path, style_id=1, padding=PAD, progress=False)
+    assert result.frames == 6 and probe(result.output_path).frame_count == 6
+
+
+def test_engine_options_are_checked_before_loading(ckpt):
+    from stylize_helpers import make_pipeline
+
+    with pytest.raises(OptionError, match="--compile is for the torch engine"):
+        make_pipeline(ckpt, engine="onnxruntime", compile="default")
+    with pytest.raises(OptionError, match="onnxruntime"):
+        make_pipeline(ckpt, engine="onnxruntime", dtype="bfloat16")
+    from style_transfer import build_parser
+
+    assert build_parser().parse_args(["--engine", "openvino"]).engine == "openvino"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--engine", "tensorrt"])

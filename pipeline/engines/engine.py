@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import OptionError
 from model.checkpoint import CheckpointError
 from model.vtoonify import degree_tensor
 from pipeline.engines.cache import ExportCache
 from pipeline.engines.runtimes import Runner, check_engine_name, check_precision, import_runtime, open_runner
-from pipeline.errors import OptionError
 
 __all__ = ["Engine", "OnnxEngine", "ParserEngine", "VToonifyEngine", "get_engine"]
 
@@ -167,7 +167,7 @@ def get_engine(name: str = "torch", dtype: torch.dtype = torch.float32, cache_di
                threads: int | None = None) -> Engine:
     """The engine ``name`` (``'torch'``, ``'onnxruntime'`` or ``'openvino'``) computing in ``dtype``.
 
-    Raises (one line each): :class:`pipeline.errors.OptionError` for an unknown name or a precision the engine
+    Raises (one line each): :class:`common.errors.OptionError` for an unknown name or a precision the engine
     does not compute in (ONNX Runtime: float32 only; OpenVINO: float32, bfloat16);
     :class:`pipeline.engines.runtimes.EngineNotInstalledError` when its runtime is not installed (it names the
     extra: ``pip install -e ".[openvino]"``). ``cache_dir``: the export cache folder (default

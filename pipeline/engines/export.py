@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.atomic import atomic_output
+from common.errors import OptionError
 from model.checkpoint import (
     CheckpointError,
     detect_checkpoint_kind,
@@ -48,9 +50,7 @@ from model.checkpoint import (
     load_vtoonify,
     safe_load,
 )
-from pipeline.atomic import atomic_output
 from pipeline.engines.runtimes import EXTRAS, EngineNotInstalledError, import_runtime, open_runner
-from pipeline.errors import OptionError
 
 __all__ = ["EXPORT_FORMAT", "ExportResult", "checkpoint_kind", "export_onnx", "file_sha256", "main"]
 

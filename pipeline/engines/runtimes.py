@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.errors import OptionError
+from common.options import ENGINES  # the engine names of --engine; torch runs the PyTorch modules themselves
 from model.errors import UserError
-from pipeline.errors import OptionError
 
 __all__ = ["ENGINES", "EXTRAS", "EngineNotInstalledError", "Runner", "check_engine_name", "check_precision", "import_runtime",
            "open_runner"]
 
-#: The engine names of ``--engine``; ``torch`` runs the PyTorch modules themselves.
-ENGINES = ("torch", "onnxruntime", "openvino")
 
 #: The pyproject extra that installs each exported engine (and the exporter: onnx, onnxscript).
 EXTRAS = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
