@@ -256,6 +256,9 @@ class PipelineModels:
         x, parsing = (t.clone(memory_format=torch.contiguous_format) for t in (x, parsing))
         if not torch.is_tensor(style_degree):  # a tensor input: a new degree must not trigger a recompile
             style_degree = torch.tensor(float(style_degree), device=x.device, dtype=x.dtype)
+        # the compiled graph takes the prepared styles only (the W+ code it came from is the caller's tensor, which may
+        # alias one of them: an aliasing guard that differs between calls would recompile)
+        style = style._replace(code=None)
         try:
             if self.compile in ("reduce-overhead", "max-autotune") and self.device.type == "cuda":
                 # CUDA graphs reuse their output buffers: mark the new step and hand out a copy that stays valid
@@ -307,7 +310,8 @@ class _VToonifyStep(torch.nn.Module):
         inputs = torch.cat([x, parsing.to(x.dtype) / PARSING_SCALE], dim=1)
         if not isinstance(self.vtoonify, torch.nn.Module):  # an engine's exported graph maps the code itself
             return self.vtoonify(inputs, style.code, d_s=d_s).clamp_(-1, 1)
-        return self.vtoonify(inputs, style.code, d_s=d_s, prepared=style).clamp_(-1, 1)
+        code = style.code if style.code is not None else style.adastyles  # (compiled: the code is not needed)
+        return self.vtoonify(inputs, code, d_s=d_s, prepared=style).clamp_(-1, 1)
 
 
 # ------------------------------------------------------------------------------------- loading helpers
