@@ -14,7 +14,9 @@ The teacher is the FFHQ StyleGAN2 (``--stylegan_path``, resolution read from the
 (``{'g_ema', 'latent_avg'}``), which ``train_vtoonify.py --finetunegan_path`` takes unchanged. Pictures are
 FFHQ-aligned once into ``checkpoint/<name>/aligned/`` (``--aligned``: they already are aligned face squares);
 those without a detectable face are listed and skipped. ``--resume`` continues a killed run exactly, each
-stage where it stopped.
+stage where it stopped. Every numeric flag is checked against its range (``pipeline.options.RANGES``) before
+any work; a stage whose loss or weights turn NaN or infinite stops with one line (the step and the last good
+state) and exit status 1, without writing a model or state from it.
 """
 from __future__ import annotations
 
@@ -22,9 +24,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline.options import RANGES
+
 __all__ = ["build_parser", "main", "vtoonify_stage_argv"]
 
 DEFAULT_ITER = {"fewshot": 300, "collection": 600}
+
+
+def _ranged(flag: str, key: str | None = None):
+    """The argparse ``type=`` of ``--<flag>``: the range ``RANGES[key]`` (default: the flag's name)."""
+    return RANGES[key or flag].parser(f"--{flag}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,15 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aligned", action="store_true", help="the pictures are already FFHQ-aligned face squares (no dlib)")
     p.add_argument("--mode", default="fewshot", choices=["fewshot", "collection"],
                    help="fewshot: 1-20 pictures, perceptual loss on mixed codes; collection: ~100+ pictures, adversarial")
-    p.add_argument("--iter", type=int, default=None, help="teacher steps (default 300 fewshot, 600 collection)")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--strength", type=float, default=1.0,
+    p.add_argument("--iter", type=_ranged("iter"), default=None, help="teacher steps (default 300 fewshot, 600 collection)")
+    p.add_argument("--batch", type=_ranged("batch"), default=4)
+    p.add_argument("--lr", type=_ranged("lr"), default=2e-3)
+    p.add_argument("--strength", type=_ranged("strength"), default=1.0,
                    help="fewshot: how far the fine rows of the training codes move from the references' codes to random ones")
     p.add_argument("--preserve_color", action="store_true", help="fewshot: keep the faces' colours (learn shapes and texture)")
-    p.add_argument("--freeze_d", type=int, default=4,
+    p.add_argument("--freeze_d", type=_ranged("freeze_d"), default=4,
                    help="collection: discriminator blocks kept frozen (from the input side)")
-    p.add_argument("--r1", type=float, default=10.0, help="collection: R1 weight")
+    p.add_argument("--r1", type=_ranged("r1"), default=10.0, help="collection: R1 weight")
     p.add_argument("--stylegan_path", default="./checkpoint/stylegan2-ffhq-config-f.pt", help="FFHQ StyleGAN2 (g_ema [+ d])")
     p.add_argument("--style_encoder_path", default="./checkpoint/encoder.pt",
                    help="pSp Z+ encoder (fewshot inversion, VToonify)")
@@ -53,27 +62,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips_path", default="./checkpoint/lpips_vgg.pth", help="LPIPS v0.1 linear heads")
     p.add_argument("--landmark_path", default=None, help="dlib 68-landmark model")
     p.add_argument("--checkpoint_dir", default="./checkpoint")
-    p.add_argument("--sample_every", type=int, default=100, help="steps between sample sheets (0: only at the end)")
-    p.add_argument("--state_every", type=int, default=50, help="steps between training-state saves")
+    p.add_argument("--sample_every", type=_ranged("sample_every"), default=100,
+                   help="steps between sample sheets (0: only at the end)")
+    p.add_argument("--state_every", type=_ranged("state_every"), default=50, help="steps between training-state saves")
     p.add_argument("--resume", action="store_true", help="continue every stage from its saved state")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_ranged("seed"), default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision on CUDA")
     p.add_argument("--no_progress", action="store_true")
-    p.add_argument("--stop_at", type=int, default=None, help=argparse.SUPPRESS)  # simulate a kill (tests)
+    p.add_argument("--stop_at", type=_ranged("stop_at"), default=None, help=argparse.SUPPRESS)  # simulate a kill (tests)
     # --- VToonify-T after the teacher ----------------------------------------------------------
     v = p.add_argument_group("VToonify-T (--vtoonify)")
     v.add_argument("--vtoonify", action="store_true", help="then train VToonify-T stage 1 and 2 with the teacher")
-    v.add_argument("--pretrain_iter", type=int, default=30000, help="stage 1 (encoder pre-training) iterations")
-    v.add_argument("--distill_iter", type=int, default=2000, help="stage 2 (distillation) iterations")
-    v.add_argument("--vtoonify_batch", type=int, default=None, help="VToonify batch size (default: train_vtoonify.py's)")
-    v.add_argument("--weight", type=float, nargs=18, default=None, help="per-row blending weight (train_vtoonify.py --weight)")
+    v.add_argument("--pretrain_iter", type=_ranged("pretrain_iter", "iter"), default=30000,
+                   help="stage 1 (encoder pre-training) iterations")
+    v.add_argument("--distill_iter", type=_ranged("distill_iter", "iter"), default=2000,
+                   help="stage 2 (distillation) iterations")
+    v.add_argument("--vtoonify_batch", type=_ranged("vtoonify_batch", "batch"), default=None,
+                   help="VToonify batch size (default: train_vtoonify.py's)")
+    v.add_argument("--weight", type=_ranged("weight"), nargs=18, default=None,
+                   help="per-row blending weight (train_vtoonify.py --weight)")
     for loss in ("adv_loss", "grec_loss", "perc_loss", "tmp_loss"):
-        v.add_argument(f"--{loss}", type=float, default=None, help=f"train_vtoonify.py --{loss}")
+        v.add_argument(f"--{loss}", type=_ranged(loss, "loss_weight"), default=None,
+                       help=f"train_vtoonify.py --{loss}")
     v.add_argument("--init_from", default=None,
                    help="warm-start encoder and fusion layers from a VToonify-T checkpoint (train_vtoonify.py --init_from); "
                         "stage 1 is then skipped")
-    v.add_argument("--vtoonify_state_every", type=int, default=None, help="train_vtoonify.py --state_every")
+    v.add_argument("--vtoonify_state_every", type=_ranged("vtoonify_state_every", "state_every"), default=None,
+                   help="train_vtoonify.py --state_every")
     v.add_argument("--log_dir", default=None, help="train_vtoonify.py --log_dir")
     return p
 

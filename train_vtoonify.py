@@ -17,7 +17,10 @@ StyleGAN itself; nothing is read from disk but the teacher and helper networks.
 Additions: ``--seed``, a real ``--resume`` (generator, discriminator, EMA, optimisers, iteration and RNG
 states: a killed run continues bit for bit; other settings are refused), ``--init_from``, ``--device``,
 ``--amp``, explicit LPIPS/VGG weight files, teacher sizes inferred from the files, checks of every input
-before any work, and ``torchrun`` (``LOCAL_RANK``/``RANK``/``WORLD_SIZE``; NCCL on CUDA, gloo on CPU).
+before any work (every numeric flag has its range in ``pipeline.options.RANGES``), a stop with one line and
+exit status 1 at the first NaN or infinite loss or weight (naming the iteration and the last good state;
+no model or state holding one is ever written), and ``torchrun`` (``LOCAL_RANK``/``RANK``/``WORLD_SIZE``;
+NCCL on CUDA, gloo on CPU).
 Saved models use the released format (``{'g_ema': state_dict}``, plus the constructor arguments under
 ``'config'``), so ``style_transfer.py`` loads them directly.
 """
@@ -36,6 +39,7 @@ from training.loop import EMA_DECAY, Trainer, accumulate, save_image_grid
 from training.setup import (
     TrainingSetupError,
     blend_models,
+    flag_type,
     generator_config,
     init_fusion_identity,
     latent_row,
@@ -55,19 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train VToonify", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--backbone", default="dualstylegan", choices=["dualstylegan", "toonify"])
     # common flags of the original scripts
-    p.add_argument("--iter", type=int, default=2000, help="total training iterations")
-    p.add_argument("--batch", type=int, default=8, help="batch size per process")
-    p.add_argument("--lr", type=float, default=0.0001)
-    p.add_argument("--local_rank", "--local-rank", type=int, default=0, help="ignored: the rank comes from LOCAL_RANK")
-    p.add_argument("--start_iter", type=int, default=0, help="shifts the schedules only, as in the original (use --resume)")
-    p.add_argument("--save_every", type=int, default=30000)
-    p.add_argument("--save_begin", type=int, default=30000)
-    p.add_argument("--log_every", type=int, default=200)
-    p.add_argument("--adv_loss", type=float, default=0.01)
-    p.add_argument("--grec_loss", type=float, default=0.1)
-    p.add_argument("--perc_loss", type=float, default=0.01)
-    p.add_argument("--tmp_loss", type=float, default=1.0)
-    p.add_argument("--msk_loss", type=float, default=0.0005, help="fusion-mask loss (VToonify-D)")
+    p.add_argument("--iter", type=flag_type("iter"), default=2000, help="total training iterations")
+    p.add_argument("--batch", type=flag_type("batch"), default=8, help="batch size per process")
+    p.add_argument("--lr", type=flag_type("lr"), default=0.0001)
+    p.add_argument("--local_rank", "--local-rank", type=flag_type("local_rank"), default=0,
+                   help="ignored: the rank comes from LOCAL_RANK")
+    p.add_argument("--start_iter", type=flag_type("start_iter"), default=0,
+                   help="shifts the schedules only, as in the original (use --resume)")
+    p.add_argument("--save_every", type=flag_type("save_every"), default=30000)
+    p.add_argument("--save_begin", type=flag_type("save_begin"), default=30000)
+    p.add_argument("--log_every", type=flag_type("log_every"), default=200)
+    p.add_argument("--adv_loss", type=flag_type("adv_loss"), default=0.01)
+    p.add_argument("--grec_loss", type=flag_type("grec_loss"), default=0.1)
+    p.add_argument("--perc_loss", type=flag_type("perc_loss"), default=0.01)
+    p.add_argument("--tmp_loss", type=flag_type("tmp_loss"), default=1.0)
+    p.add_argument("--msk_loss", type=flag_type("msk_loss"), default=0.0005, help="fusion-mask loss (VToonify-D)")
     p.add_argument("--encoder_path", type=str, default=None, help="stage-1 result (default checkpoint/<name>/pretrain.pt)")
     p.add_argument("--direction_path", type=str, default="./checkpoint/directions.npy")
     p.add_argument("--faceparsing_path", type=str, default="./checkpoint/faceparsing.pth")
@@ -82,20 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fix_style", action="store_true", help="D: train for one exemplar style")
     p.add_argument("--fix_color", action="store_true", help="D: keep the content's colours")
     p.add_argument("--exstyle_path", type=str, default="./checkpoint/cartoon/refined_exstyle_code.npy")
-    p.add_argument("--style_id", type=int, default=26)
-    p.add_argument("--style_degree", type=float, default=0.5)
+    p.add_argument("--style_id", type=flag_type("style_id"), default=26)
+    p.add_argument("--style_degree", type=flag_type("style_degree"), default=0.5)
     # VToonify-T
     p.add_argument("--finetunegan_path", type=str, default="./checkpoint/cartoon/finetune-000600.pt")
-    p.add_argument("--weight", type=float, nargs=18, default=[1.0] * 9 + [0.0] * 9,
+    p.add_argument("--weight", type=flag_type("weight"), nargs=18, default=[1.0] * 9 + [0.0] * 9,
                    help="T: per-W+-row blending weight of the fine-tuned generator")
     # additions
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=flag_type("seed"), default=0)
     p.add_argument("--init_from", type=str, default=None,
                    help="warm-start the encoder and fusion layers from a released VToonify checkpoint of the same "
                         "architecture (e.g. checkpoint/vtoonify_t_cartoon/vtoonify.pt); stage 2 then needs no --encoder_path")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="continue from a training-state file (default checkpoint/<name>/<stage>_state.pt)")
-    p.add_argument("--state_every", type=int, default=100, help="iterations between training-state saves (for --resume)")
+    p.add_argument("--state_every", type=flag_type("state_every"), default=100,
+                   help="iterations between training-state saves (for --resume)")
     p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda")
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed precision on CUDA")
     p.add_argument("--vgg_path", type=str, default="./checkpoint/vgg16.pth", help="torchvision ImageNet VGG16 weights (LPIPS)")
@@ -103,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint_dir", type=str, default="./checkpoint")
     p.add_argument("--log_dir", type=str, default="./log")
     p.add_argument("--no_progress", action="store_true")
-    p.add_argument("--stop_at", type=int, default=None, help=argparse.SUPPRESS)  # simulate a kill (tests)
+    p.add_argument("--stop_at", type=flag_type("stop_at"), default=None, help=argparse.SUPPRESS)  # simulate a kill (tests)
     return p
 
 

@@ -19,26 +19,30 @@ __all__ = ["COMPILE_MODES", "ENGINES", "FACE_MODES", "RANGES", "Range", "check",
 
 @dataclass(frozen=True)
 class Range:
-    """``low <= value <= high`` (either bound may be ``None``: unbounded); ``integer`` values are whole numbers."""
+    """``low <= value <= high`` (``low < value`` with ``low_open``; either bound may be ``None``: unbounded);
+    ``integer`` values are whole numbers. NaN and infinities lie in no range."""
 
     low: float | None
     high: float | None
     integer: bool
     what: str = ""
+    low_open: bool = False
 
     def describe(self) -> str:
-        if self.low is not None and self.high is not None:
-            return f"in [{self.low:g}, {self.high:g}]"
-        if self.low is not None:
-            return f">= {self.low:g}"
-        return f"<= {self.high:g}"
+        low, high = (None if v is None else (str(int(v)) if self.integer else f"{v:g}") for v in (self.low, self.high))
+        if low is not None and high is not None:
+            return f"in {'(' if self.low_open else '['}{low}, {high}]"
+        if low is not None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        return f"<= {high}"
 
     def contains(self, value: float) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
         if self.integer and value != int(value):
             return False
-        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        return above and (self.high is None or value <= self.high)
 
     def message(self, name: str | None, value: object) -> str:
         """``<name> must be <range> (<what>), got <value>`` (without the name for argparse, which adds it)."""
@@ -61,7 +65,9 @@ class Range:
         return parse
 
 
-#: Every numeric option of style_transfer.py, the pipeline and the demo.
+#: Every numeric option of style_transfer.py, the pipeline and the demo, and of the training scripts
+#: (train_vtoonify.py, train_style.py; an option of another name takes the entry of its kind, e.g.
+#: ``--distill_iter`` that of ``iter``, every ``--*_loss`` that of ``loss_weight``).
 RANGES: dict[str, Range] = {
     "style_id": Range(0, None, True, "an exemplar of the model's style file"),
     "style_degree": Range(0.0, 1.0, False, "0: the face as it is, 1: the full style"),
@@ -71,6 +77,24 @@ RANGES: dict[str, Range] = {
     "max_side": Range(8, 100_000, True, "pixels"),
     "window_size": Range(0, 64, True, "half window in frames"),
     "max_faces": Range(1, 64, True, "faces stylised per frame, the largest first"),
+    # training
+    "iter": Range(1, None, True, "training iterations"),
+    "batch": Range(1, 1024, True, "samples per process and step"),
+    "lr": Range(0.0, None, False, "the optimiser's learning rate", low_open=True),
+    "loss_weight": Range(0.0, None, False, "the weight of that loss; 0 = off"),
+    "weight": Range(0.0, 1.0, False, "per W+ row, 0: the FFHQ generator, 1: the fine-tuned one"),
+    "seed": Range(0, 2**32 - 1, True, "random seed"),
+    "start_iter": Range(0, None, True, "shifts the schedules"),
+    "save_every": Range(1, None, True, "iterations between model saves"),
+    "save_begin": Range(0, None, True, "the first iteration that saves a model"),
+    "log_every": Range(1, None, True, "iterations between sample grids"),
+    "state_every": Range(1, None, True, "iterations between training-state saves"),
+    "stop_at": Range(1, None, True, "iteration to stop at"),
+    "local_rank": Range(0, None, True, "ignored: the rank comes from LOCAL_RANK"),
+    "strength": Range(0.0, 1.0, False, "0: the references' codes, 1: random codes on the swapped rows"),
+    "freeze_d": Range(0, None, True, "discriminator blocks kept frozen"),
+    "r1": Range(0.0, None, False, "R1 weight; 0 = off"),
+    "sample_every": Range(0, None, True, "steps between sample sheets; 0 = only at the end"),
 }
 
 #: The values of ``--compile`` (``torch.compile`` modes of the VToonify forward).

@@ -177,6 +177,23 @@ def write_tiny_checkpoints(root: Path, style: str, n_styles: int = 3) -> dict[st
     return paths
 
 
+def assert_same_tree(a, b, path: str = "") -> None:
+    """``a`` and ``b`` (nested dicts, lists and tuples of tensors and plain values, such as training states) are
+    equal: the same keys in the same order, tensors of the same dtype and shape, bit for bit."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), (path, list(a), list(b))
+        for k in a:
+            assert_same_tree(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), path
+        for k, (x, y) in enumerate(zip(a, b)):
+            assert_same_tree(x, y, f"{path}[{k}]")
+    else:
+        assert a == b, (path, a, b)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now (for servers and torchrun rendezvous in tests)."""
     import socket

@@ -1,6 +1,9 @@
 """Style teachers (train_style.py, training/teacher/) on a small random StyleGAN2: known answers and exact resume."""
 from __future__ import annotations
 
+import copy
+import math
+import re
 from pathlib import Path
 
 import cv2
@@ -108,6 +111,71 @@ def test_fewshot_resume_is_exact(tmp_path, trained):
     assert (tmp_path / "straight" / "losses.csv").read_text() == (tmp_path / "resumed" / "losses.csv").read_text()
 
 
+def teacher(tmp: Path, **config) -> "TeacherTrainer":  # noqa: F821
+    """A few-shot trainer of :func:`small_gan` on the style pictures (nothing trained yet)."""
+    from training.teacher import TeacherConfig, TeacherTrainer
+
+    g, d = small_gan()
+    cfg = TeacherConfig(**{"iter": 4, "batch": 4, "lr": 5e-3, "sample_every": 0, "state_every": 1, **config})
+    return TeacherTrainer(cfg, g, d, style_images(), ["a.png", "b.png", "c.png"], tmp, invert=Inverter(), progress=False)
+
+
+def test_diverging_teacher_names_the_last_good_state(tmp_path):
+    """lr 1e30: step 1 is finite (its state is saved), its Adam step makes the generator's weights huge, step 2's
+    loss is NaN: the run stops there naming step 2 and the state after step 1, which stays finite; no teacher."""
+    from training.divergence import TrainingDiverged, is_finite
+    from training.teacher.finetune import TeacherStateError
+
+    trainer = teacher(tmp_path, lr=1e30)
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.run()
+    state = tmp_path / "teacher_state.pt"
+    assert re.fullmatch(rf"training diverged at step 2: non-finite loss perc=(nan|inf); nothing from it was written; "
+                        rf"last good state: {re.escape(str(state))} \(after 1 step; --resume continues from it\)",
+                        str(info.value)), str(info.value)
+    saved = torch.load(state, weights_only=True)
+    assert saved["step"] == 1 and is_finite(saved) and not list(tmp_path.glob("finetune-*.pt"))
+    saved["g"]["conv1.conv.weight"].view(-1)[0] = float("inf")  # a state with an inf is refused on resume
+    torch.save(saved, tmp_path / "inf_state.pt")
+    with pytest.raises(TeacherStateError, match="inf_state.pt holds non-finite weights"):
+        trainer.load_state(tmp_path / "inf_state.pt")
+    rows = [r.split(",") for r in (tmp_path / "losses.csv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["1", "2"] and math.isfinite(float(rows[0][1])) and not math.isfinite(float(rows[1][1]))
+
+
+def test_a_non_finite_teacher_or_state_is_never_written(tmp_path):
+    """A NaN in the teacher stops the teacher and the state save before the processes are compared (a NaN would
+    make them differ); nothing is written."""
+    from training.divergence import TrainingDiverged
+
+    trainer = teacher(tmp_path)
+    with torch.no_grad():
+        next(trainer.g_ema.convs.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(TrainingDiverged, match="after 0 steps: non-finite weights in the teacher"):
+        trainer.save_teacher()
+    with torch.no_grad():
+        next(trainer.g.to_rgbs.parameters()).view(-1)[0] = float("inf")
+    with pytest.raises(TrainingDiverged, match="after 0 steps: non-finite weights in the training state"):
+        trainer.save_state()
+    assert not list(tmp_path.glob("*.pt"))
+
+
+def test_teacher_state_dict_round_trip(tmp_path):
+    from conftest import assert_same_tree
+
+    trainer = teacher(tmp_path)
+    trainer.step, trainer.ada_p = 2, 0.25
+    saved = copy.deepcopy(trainer.state_dict())
+    assert set(saved) == {"step", "identity", "g", "g_ema", "g_optim", "ada", "d"}  # the keys state files always had
+    with torch.no_grad():
+        for p in [*trainer.g.parameters(), *trainer.g_ema.parameters(), *trainer.d.parameters()]:
+            p.add_(1)
+    trainer.g_optim.param_groups[0]["lr"] = 0.5
+    trainer.step, trainer.ada_p, trainer.ada_signs, trainer.ada_count = 7, 0.5, 3.0, 4
+    trainer.load_state_dict(saved)
+    assert_same_tree(trainer.state_dict(), saved)
+
+
 # ---------------------------------------------------------------------------------------- command line
 @pytest.fixture(scope="module")
 def ffhq_file(tmp_path_factory) -> Path:
@@ -160,6 +228,56 @@ def test_collection_cli_resume_is_exact(ffhq_file, tmp_path):
     assert sorted(p.name for p in (tmp_path / "a" / "mine" / "samples").iterdir()) == ["step_000002.jpg", "step_000004.jpg"]
 
 
+def test_diverging_collection_run_is_one_line_and_exit_status_1(ffhq_file, tmp_path, capsys):
+    """--lr 1e30 (collection): the discriminator's first step makes its weights huge and the generator's loss of
+    that step is NaN; train_style.py stops with one line, exit status 1, and writes no teacher and no state."""
+    images = _pictures(tmp_path / "refs")
+    assert _cli(ffhq_file, images, tmp_path / "ckpt", "--lr", "1e30", "--state_every", "1") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: training diverged at step 1: non-finite loss ") and (
+        "; nothing from it was written; no training state had been saved yet" in err), err
+    assert not list((tmp_path / "ckpt" / "mine").glob("*.pt"))
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--iter", "0"], "argument --iter: must be an integer >= 1"),
+    (["--batch", "0"], "argument --batch: must be an integer in [1, 1024]"),
+    (["--state_every", "0"], "argument --state_every: must be an integer >= 1"),
+    (["--sample_every", "-1"], "argument --sample_every: must be an integer >= 0"),
+    (["--lr", "0"], "argument --lr: must be > 0"),
+    (["--lr", "nan"], "argument --lr: must be > 0"),
+    (["--strength", "1.5"], "argument --strength: must be in [0, 1]"),
+    (["--r1", "-1"], "argument --r1: must be >= 0"),
+    (["--freeze_d", "-1"], "argument --freeze_d: must be an integer >= 0"),
+    (["--seed", "-3"], "argument --seed: must be an integer in [0, 4294967295]"),
+    (["--pretrain_iter", "0"], "argument --pretrain_iter: must be an integer >= 1"),
+    (["--distill_iter", "0"], "argument --distill_iter: must be an integer >= 1"),
+    (["--vtoonify_batch", "0"], "argument --vtoonify_batch: must be an integer in [1, 1024]"),
+    (["--vtoonify_state_every", "0"], "argument --vtoonify_state_every: must be an integer >= 1"),
+    (["--weight", "nan", *["1"] * 17], "argument --weight: must be in [0, 1]"),
+    (["--perc_loss", "inf"], "argument --perc_loss: must be >= 0"),
+])
+def test_out_of_range_flags_are_refused_before_any_work(tmp_path, capsys, argv, expected):
+    """A usage error (exit status 2) with one ``error:`` line that states the range, before anything is read."""
+    from train_style import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--images", str(tmp_path / "none"), "--name", "mine", "--checkpoint_dir", str(tmp_path / "ckpt"), *argv])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and expected in err, err
+    assert [ln for ln in err.splitlines() if "error:" in ln] == [ln for ln in err.splitlines() if expected in ln]
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_teacher_config_is_checked_against_the_same_ranges(tmp_path):
+    from pipeline.errors import OptionError
+
+    with pytest.raises(OptionError, match=r"^--state_every must be an integer >= 1 \(.*\), got 0$"):
+        teacher(tmp_path, state_every=0)
+    with pytest.raises(OptionError, match=r"^--lr must be > 0 .*got inf$"):
+        teacher(tmp_path, lr=float("inf"))
+
+
 def test_collection_under_torchrun(ffhq_file, tmp_path):
     """torchrun with 2 gloo processes: one teacher and one row per step, written by rank 0; both processes' batches
     count (the ADA statistic sees 2 x batch predictions a step, and the teacher is not the one-process one); the
@@ -198,6 +316,33 @@ def test_collection_under_torchrun(ffhq_file, tmp_path):
     one = torch.load(tmp_path / "one" / "mine" / "teacher_state.pt", weights_only=True)
     assert one["ada"][2] == 3 * 4
     assert any(not torch.equal(one["g"][k], v) for k, v in two["g"].items() if not k.startswith("style."))
+
+
+def test_diverging_run_under_torchrun_stops_every_process(ffhq_file, tmp_path):
+    """torchrun with 2 gloo processes and --lr 1e30: both processes stop at the same step with the same line and
+    exit status 1 (none waits for the other), and nothing is written."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import free_port
+
+    root = Path(__file__).resolve().parents[1]
+    images = _pictures(tmp_path / "refs")
+    argv = ["--images", str(images), "--name", "mine", "--aligned", "--mode", "collection", "--iter", "3", "--lr", "1e30",
+            "--stylegan_path", str(ffhq_file), "--device", "cpu", "--no_progress", "--state_every", "1",
+            "--checkpoint_dir", str(tmp_path / "two")]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(Path(__file__).with_name("ddp_teacher_worker.py")), str(tmp_path / "ranks"), *argv]
+    proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    ranks = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["rc"] for r in ranks] == [1, 1], proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if "training diverged" in ln]
+    assert len(lines) == 2 and lines[0] == lines[1] and lines[0].startswith("error: training diverged at step 1: ")
+    assert not list((tmp_path / "two" / "mine").glob("*.pt"))
 
 
 def test_unusable_pictures_are_listed_and_stop_before_work(ffhq_file, tmp_path, capsys):

@@ -1,9 +1,12 @@
 """Training behaviour on the tiny teachers of test_train.py: stage-2 batch synthesis and its ``--fix_*``
-branches, the colour jitter, ``--init_from``, resume checks, the losses CSV on resume, ``--amp`` on CPU and
-the ``config`` entry that trained checkpoints carry."""
+branches, the colour jitter, ``--init_from``, resume checks, the losses CSV on resume, ``--amp`` on CPU, the
+``config`` entry that trained checkpoints carry, the ranges of the flags, diverged runs and the trainer's
+state_dict."""
 from __future__ import annotations
 
 import argparse
+import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -11,12 +14,15 @@ import torch
 from test_train import args_for, teachers  # noqa: F401  (the session fixture of tiny teachers)
 
 import train_vtoonify
+from conftest import assert_same_tree
 from model.checkpoint import CheckpointError, CheckpointMismatchError, load_vtoonify, safe_load
 from model.dualstylegan import STRUCTURE_ROWS
 from model.fill import fill_module
 from model.vtoonify import PARSING_SCALE, VToonify
-from training.data import colour_jitter
+from training.data import Synthesis, colour_jitter
+from training.divergence import FiniteCheck, TrainingDiverged, is_finite
 from training.setup import TRAINABLE_STAGE2, preflight
+from training.state import read_state
 
 # the student architecture the tiny teachers give (see test_train.TEACHER)
 STUDENT = dict(in_size=64, out_size=256, style_channels=512, channel_multiplier=1, channel_max=32, num_res_layers=2)
@@ -291,3 +297,164 @@ def test_loader_builds_from_the_config_entry(tmp_path):
         torch.save({"g_ema": sd, "config": bad}, tmp_path / "bad.pt")
         with pytest.raises(CheckpointError, match="'config' entry"):
             load_vtoonify(tmp_path / "bad.pt")
+
+
+# ------------------------------------------------------------------------------------------- options
+@pytest.mark.parametrize("argv, expected", [
+    (["--iter", "0"], "argument --iter: must be an integer >= 1"),
+    (["--batch", "0"], "argument --batch: must be an integer in [1, 1024]"),
+    (["--state_every", "0"], "argument --state_every: must be an integer >= 1"),
+    (["--save_every", "0"], "argument --save_every: must be an integer >= 1"),
+    (["--log_every", "0"], "argument --log_every: must be an integer >= 1"),
+    (["--save_begin", "-1"], "argument --save_begin: must be an integer >= 0"),
+    (["--start_iter", "-1"], "argument --start_iter: must be an integer >= 0"),
+    (["--stop_at", "0"], "argument --stop_at: must be an integer >= 1"),
+    (["--lr", "0"], "argument --lr: must be > 0"),
+    (["--lr", "-0.0001"], "argument --lr: must be > 0"),
+    (["--lr", "nan"], "argument --lr: must be > 0"),
+    (["--lr", "inf"], "argument --lr: must be > 0"),
+    (["--adv_loss", "-0.01"], "argument --adv_loss: must be >= 0"),
+    (["--tmp_loss", "inf"], "argument --tmp_loss: must be >= 0"),
+    (["--msk_loss", "nan"], "argument --msk_loss: must be >= 0"),
+    (["--weight", *["1"] * 17, "nan"], "argument --weight: must be in [0, 1]"),
+    (["--weight", "-0.5", *["1"] * 17], "argument --weight: must be in [0, 1]"),
+    (["--style_degree", "1.5"], "argument --style_degree: must be in [0, 1]"),
+    (["--seed", "-1"], "argument --seed: must be an integer in [0, 4294967295]"),
+])
+def test_out_of_range_flags_are_refused_before_any_work(teachers, tmp_path, capsys, argv, expected):  # noqa: F811
+    """Refused while the command line is parsed (a usage error, exit status 2, one ``error:`` line that states
+    the range): nothing is loaded or written. (--iter 1 first: a value let through trains briefly, and fails.)"""
+    with pytest.raises(SystemExit) as info:
+        train_vtoonify.main(args_for(teachers, tmp_path, "toonify", "--pretrain", "--iter", "1", *argv))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and expected in err, err
+    assert [ln for ln in err.splitlines() if "error:" in ln] == [ln for ln in err.splitlines() if expected in ln]
+    assert not (tmp_path / "checkpoint").exists() and not (tmp_path / "log").exists()
+
+
+def test_preflight_checks_the_same_ranges(teachers, tmp_path):  # noqa: F811
+    """A Namespace built in Python (not by the parser) is checked too, every problem at once."""
+    args = parse(*args_for(teachers, tmp_path, "toonify", "--init_from", "x.pt"))
+    args.batch, args.lr, args.state_every = 0, float("nan"), 0
+    with pytest.raises(train_vtoonify.TrainingSetupError) as info:
+        preflight(args)
+    message = str(info.value)
+    assert "--batch must be an integer in [1, 1024]" in message and "--lr must be > 0" in message
+    assert "--state_every must be an integer >= 1" in message and "--init_from: file not found" in message
+
+
+# ---------------------------------------------------------------------------------------- divergence
+DIVERGE = ("--lr", "1e30", "--iter", "3", "--state_every", "1", "--save_every", "1", "--save_begin", "1")
+
+
+def test_diverging_stage_2_stops_at_once_and_leaves_the_earlier_model(teachers, released, tmp_path, capsys,  # noqa: F811
+                                                                      monkeypatch):
+    """--lr 1e30: the discriminator's first step makes its weights huge, so the generator's adversarial loss of
+    that same iteration is NaN. The run stops there with one line and exit status 1 and writes no model and no
+    state; the model an earlier run left under the same name is untouched."""
+    # E_s (the released-size pSp encoder, ~10 s of CPU per batch here) gives a constant code: the run diverges all the same
+    monkeypatch.setattr(Synthesis, "style_codes_of",
+                        lambda data, img: torch.full((img.shape[0], data.n_latent, data.style_channels), 7.0))
+    run = tmp_path / "checkpoint" / "run"
+    run.mkdir(parents=True)
+    (run / "vtoonify.pt").write_bytes(released["t"].read_bytes())
+    earlier = (run / "vtoonify.pt").read_bytes()
+    assert train_vtoonify.main(args_for(teachers, tmp_path, "toonify", "--init_from", str(released["t"]), *DIVERGE)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert re.fullmatch(r"error: training diverged at iteration 0: non-finite loss adv=(nan|inf); nothing from it was "
+                        r"written; no training state had been saved yet\n", err), err
+    assert sorted(p.name for p in run.iterdir()) == ["vtoonify.pt"] and (run / "vtoonify.pt").read_bytes() == earlier
+    rows = (tmp_path / "log" / "run" / "losses.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("0,")  # the iteration that diverged is logged, with its NaN
+
+
+def test_diverging_stage_1_names_the_last_good_state(teachers, tmp_path, capsys):  # noqa: F811
+    """--lr 1e30 in stage 1: iteration 0 is finite and saved (model and state), its step makes the encoder's
+    weights huge, iteration 1's loss is NaN: the line names iteration 1 and the state after iteration 0, which
+    is finite and the only one; no model of iteration 1 or later is written."""
+    argv = args_for(teachers, tmp_path, "toonify", "--pretrain", *DIVERGE)
+    assert train_vtoonify.main(argv) == 1
+    err = capsys.readouterr().err
+    run = tmp_path / "checkpoint" / "run"
+    state = run / "pretrain_state.pt"
+    assert re.fullmatch(rf"error: training diverged at iteration 1: non-finite loss recon=(nan|inf); nothing from it was "
+                        rf"written; last good state: {re.escape(str(state))} \(after 1 iteration; --resume continues "
+                        rf"from it\)\n", err), err
+    assert sorted(p.name for p in run.iterdir()) == ["pretrain-00001.pt", "pretrain_state.pt"]
+    saved = safe_load(state)
+    assert saved["iteration"] == 1 and is_finite(saved) and is_finite(safe_load(run / "pretrain-00001.pt"))
+    # a state with a NaN (written by a diverged run before the check existed) is refused on resume
+    next(iter(saved["g_ema"]["encoder"].values())).view(-1)[0] = float("nan")
+    torch.save(saved, tmp_path / "nan_state.pt")
+    with pytest.raises(train_vtoonify.TrainingSetupError, match="nan_state.pt holds non-finite weights"):
+        read_state(tmp_path / "nan_state.pt", parse(*argv), 1, torch.device("cpu"))
+
+
+def test_a_non_finite_weight_is_never_written(trainer_d):
+    """The checks before each save cover what is written: a NaN in the EMA model stops the model and the state
+    save, one in the discriminator the state save; nothing is written."""
+    out = trainer_d.state_path.parent
+    for part, saves in ((trainer_d.g_ema.encoder, ("model", "state")), (trainer_d.discriminator, ("state",))):
+        weight = next(part.parameters())
+        kept = weight.detach().clone()
+        try:
+            with torch.no_grad():
+                weight.view(-1)[3] = float("nan")
+            if "model" in saves:
+                with pytest.raises(TrainingDiverged, match=r"^training diverged after 0 iterations: non-finite weights "
+                                                           r"in the EMA model; .*no training state had been saved yet$"):
+                    trainer_d.save_model(None)
+            with pytest.raises(TrainingDiverged, match="after 0 iterations: non-finite weights in the training state"):
+                trainer_d.save_state()
+        finally:
+            with torch.no_grad():
+                weight.copy_(kept)
+        assert not list(out.glob("*.pt"))
+
+
+class _TwoProcesses:
+    """A process group of two for :class:`FiniteCheck`: this process, and another whose flag is given."""
+
+    def __init__(self, other_bad: bool):
+        self.other = float(other_bad)
+
+    def sum(self, values: list[float]) -> list[float]:
+        return [values[0] + self.other]
+
+
+def test_every_process_stops_when_one_holds_a_non_finite_weight():
+    good, bad = {"w": torch.ones(3), "step": torch.tensor(2.0), "rng": torch.zeros(4, dtype=torch.uint8)}, {
+        "opt": [{"exp_avg": torch.tensor([1.0, float("inf")])}]}
+    FiniteCheck(_TwoProcesses(False)).ensure(good, "the model", 2)
+    with pytest.raises(TrainingDiverged, match="after 2 iterations: non-finite weights in the model"):
+        FiniteCheck(_TwoProcesses(True)).ensure(good, "the model", 2)  # finite here, not on the other process
+    with pytest.raises(TrainingDiverged):
+        FiniteCheck(_TwoProcesses(False)).ensure(bad, "the model", 2)
+    assert not is_finite({"ada": [float("nan"), 1.0]}) and is_finite({"ada": [0.5, 3]})
+
+
+# ------------------------------------------------------------------------------------- state_dict
+STATE_KEYS = {"iteration", "generator", "g_ema", "g_optim", "rng", "prev_wc", "sample", "stage", "backbone", "world_size",
+              "settings", "discriminator", "d_optim"}
+
+
+def test_trainer_state_dict_round_trip(trainer_d):
+    """load_state_dict(state_dict()) restores everything the state holds, after all of it was changed; the keys are
+    those state files have always had (files written before Trainer.state_dict existed resume unchanged)."""
+    trainer_d.iteration = 3
+    saved = copy.deepcopy(trainer_d.state_dict())
+    assert set(saved) == STATE_KEYS and saved["iteration"] == 3 and saved["stage"] == "main"
+    weights = [*trainer_d.generator.encoder.parameters(), *trainer_d.g_ema.fusion_out.parameters(),
+               *trainer_d.discriminator.parameters()]
+    with torch.no_grad():
+        for p in weights:
+            p.add_(1)
+    trainer_d.g_optim.param_groups[0]["lr"] = trainer_d.d_optim.param_groups[0]["lr"] = 0.5
+    torch.manual_seed(123)
+    trainer_d.iteration, trainer_d.data.prev_wc, trainer_d.sample = 9, torch.ones(1), {"inp": torch.ones(1)}
+    with pytest.raises(AssertionError):
+        assert_same_tree(trainer_d.state_dict(), saved)
+    trainer_d.load_state_dict(saved)
+    assert_same_tree(trainer_d.state_dict(), saved)
+    assert trainer_d.start == trainer_d.iteration == 3

@@ -3,7 +3,11 @@
 Per stage-2 iteration: a discriminator step on (teacher target, student output), then a generator step
 on the weighted adversarial, reconstruction, perceptual, mask and temporal losses, then the EMA update of
 the trainable parts. Rank 0 writes the losses CSV, sample grids and the models; every ``--state_every``
-iterations the resumable state is saved.
+iterations the resumable state (:meth:`Trainer.state_dict`) is saved.
+
+A run whose losses or weights turn NaN or infinite stops at once with
+:class:`~training.divergence.TrainingDiverged` (one line: the iteration and the last good state); no model
+or state with a non-finite tensor is ever written (:mod:`training.divergence`).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from training import losses as L
 from training import state as S
 from training.data import Synthesis, draw_degree_level
 from training.dist import Dist
+from training.divergence import FiniteCheck
 from training.setup import TRAINABLE_STAGE1, TRAINABLE_STAGE2, build_student, load_directions, load_styles
 
 __all__ = ["EMA_DECAY", "accumulate", "autocast_context", "grad_scaler", "save_image_grid", "Trainer"]
@@ -122,6 +127,8 @@ class Trainer:
                 self.d_ddp = DDP(self.discriminator, device_ids=ids, broadcast_buffers=False)
         self.sample: dict[str, Any] | None = None
         self.start = 0
+        self.iteration = 0  # iterations done (the state's "iteration"; --start_iter not counted)
+        self.finite = FiniteCheck(env, "iteration")
         torch.manual_seed(args.seed * 1000 + env.rank)  # per-rank data stream
         if device.type == "cuda":
             torch.cuda.manual_seed(args.seed * 1000 + env.rank)
@@ -156,14 +163,67 @@ class Trainer:
     def state_path(self) -> Path:
         return S.state_path(self.args)
 
-    def save_state(self, next_idx: int) -> None:
-        S.save_state(self, next_idx)
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a killed run needs to continue bit for bit after :attr:`iteration` iterations: the trainable
+        parts of the student and its EMA, the discriminator, both optimisers, every process's RNG states, the
+        colour-jitter code and the logged sample, plus the stage, backbone, number of processes and run settings
+        that :func:`training.state.check_compatible` checks on resume.
+
+        Under ``torchrun`` every process must call it (the RNG states are gathered from all); each gets the dict.
+        """
+        args, env = self.args, self.env
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        state = {"iteration": self.iteration, "generator": self._parts(self.generator),
+                 "g_ema": self._parts(self.g_ema), "g_optim": self.g_optim.state_dict(), "rng": env.gather(rng),
+                 "prev_wc": self.data.prev_wc, "sample": self.sample, "stage": S.stage(args), "backbone": args.backbone,
+                 "world_size": env.world, "settings": S.run_settings(args)}
+        if not args.pretrain:
+            state["discriminator"] = self.discriminator.state_dict()
+            state["d_optim"] = self.d_optim.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` (of a compatible run: :func:`training.state.read_state` checks)."""
+        for n in self.trainable_names:
+            getattr(self.generator, n).load_state_dict(state["generator"][n])
+            getattr(self.g_ema, n).load_state_dict(state["g_ema"][n])
+        self.g_optim.load_state_dict(state["g_optim"])
+        if not self.args.pretrain:
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.d_optim.load_state_dict(state["d_optim"])
+        rng = state["rng"][self.env.rank]
+        torch.set_rng_state(rng["cpu"].cpu())
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+        self.data.prev_wc, self.sample = state["prev_wc"], state["sample"]
+        self.start = self.iteration = state["iteration"]
+
+    def _parts(self, model: nn.Module) -> dict[str, Any]:
+        return {n: getattr(model, n).state_dict() for n in self.trainable_names}
+
+    def save_state(self, next_idx: int | None = None) -> None:
+        """Write :meth:`state_dict` (after ``next_idx`` iterations, default :attr:`iteration`) once it is checked
+        finite on every process; rank 0 writes. Every process must call it."""
+        if next_idx is not None:
+            self.iteration = next_idx
+        state = self.state_dict()
+        self.finite.ensure(state, "the training state", self.iteration)
+        if self.env.main:
+            S.write_state(state, self.args)
+        self.finite.last_state = (self.state_path, self.iteration)
 
     def load_state(self, path: Path) -> None:
-        S.load_state(self, path)
+        """Continue from the training state in ``path`` (refused, in one line, if it does not fit this run)."""
+        self.load_state_dict(S.read_state(path, self.args, self.env.world, self.device))
+        self.finite.last_state = (Path(path), self.iteration)
 
-    def save_model(self, iteration: int | None) -> Path:
-        return S.save_model(self, iteration)
+    def save_model(self, iteration: int | None) -> Path | None:
+        """Write the EMA model (released format; ``_%05d`` for ``iteration``) once it is checked finite on every
+        process; rank 0 writes and returns its path (the others ``None``). Every process must call it."""
+        self.finite.ensure(self.g_ema.state_dict(), "the EMA model", self.iteration)
+        return S.save_model(self, iteration) if self.env.main else None
 
     # ------------------------------------------------------------------------------------ stage 1
     def pretrain_step(self, i: int) -> dict[str, torch.Tensor]:
@@ -279,34 +339,38 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- loop
     def run(self) -> Path | None:
-        """Train from ``self.start`` to ``--iter``; returns the path of the last model saved (rank 0)."""
+        """Train from ``self.start`` to ``--iter``; returns the path of the last model saved (rank 0; ``None`` on the
+        others). Raises :class:`~training.divergence.TrainingDiverged` on every process at the first non-finite
+        loss, or before writing a model or state with a non-finite weight."""
         from tqdm.auto import tqdm
 
         a = self.args
         last_saved = None
         if self.env.main and self.start > 0:
             S.truncate_losses(self.losses_path, self.start + a.start_iter)
-        bar = tqdm(range(self.start, a.iter), initial=self.start, total=a.iter, disable=not self.env.main or a.no_progress,
-                   dynamic_ncols=True, desc=a.name + (" pretrain" if a.pretrain else ""))
-        for idx in bar:
-            i = idx + a.start_iter
-            if i > a.iter:
-                break
-            losses = self.pretrain_step(i) if a.pretrain else self.main_step(idx, i)
-            values = self.env.mean(losses)
-            if self.env.main:
-                bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()})
-                self.write_losses(i, values)
-                if not a.pretrain and (i == 0 or (i + 1) % a.log_every == 0 or i + 1 == a.iter):
+        with tqdm(range(self.start, a.iter), initial=self.start, total=a.iter, disable=not self.env.main or a.no_progress,
+                  dynamic_ncols=True, desc=a.name + (" pretrain" if a.pretrain else "")) as bar:  # closed on an error too
+            for idx in bar:
+                i = idx + a.start_iter
+                if i > a.iter:
+                    break
+                losses = self.pretrain_step(i) if a.pretrain else self.main_step(idx, i)
+                values = self.env.mean(losses)  # on the host, the same on every process
+                if self.env.main:
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()})
+                    self.write_losses(i, values)
+                self.finite.losses(values, i)
+                self.iteration = idx + 1
+                if self.env.main and not a.pretrain and (i == 0 or (i + 1) % a.log_every == 0 or i + 1 == a.iter):
                     # a degree drawn from its own generator, so logging never shifts the training RNG stream
                     d_now = draw_degree_level(torch.Generator().manual_seed(i))
                     self.log_samples(i, d_now if self.dual else None)
                 if ((i + 1) >= a.save_begin and (i + 1) % a.save_every == 0) or i + 1 == a.iter:
                     last_saved = self.save_model(None if i + 1 == a.iter else i + 1)
-            if (idx + 1) % a.state_every == 0 or idx + 1 == a.iter:
-                self.save_state(idx + 1)
-            if a.stop_at is not None and idx + 1 == a.stop_at:
-                self.env.barrier()
-                return None
+                if (idx + 1) % a.state_every == 0 or idx + 1 == a.iter:
+                    self.save_state()
+                if a.stop_at is not None and idx + 1 == a.stop_at:
+                    self.env.barrier()
+                    return None
         self.env.barrier()
         return last_saved

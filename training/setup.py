@@ -1,6 +1,6 @@
 """Training set-up: the checks of every input before any work, the teachers, and the student VToonify.
 
-* :func:`preflight` checks files and numeric flags and reports every problem at once;
+* :func:`preflight` checks files and numeric flags (:data:`FLAG_RANGES`) and reports every problem at once;
 * :func:`build_student` loads the teacher (a DualStyleGAN for VToonify-D; the FFHQ StyleGAN2 and its
   fine-tuned copy, blended row by row with ``--weight``, for VToonify-T), builds the student around it
   with the original initialisation and freezes the backbone;
@@ -34,11 +34,12 @@ from model.dualstylegan import STRUCTURE_ROWS
 from model.errors import UserError
 from model.stylegan.model import Generator
 from model.vtoonify import VToonify
+from pipeline.options import RANGES
 
 __all__ = [
-    "TrainingSetupError", "TRAINABLE_STAGE1", "TRAINABLE_STAGE2", "preflight", "weights_init", "init_fusion_identity",
-    "latent_row", "blend_models", "load_encoder_weights", "generator_config", "Student", "build_student", "warm_start",
-    "load_directions", "load_styles",
+    "TrainingSetupError", "TRAINABLE_STAGE1", "TRAINABLE_STAGE2", "FLAG_RANGES", "flag_type", "preflight",
+    "weights_init", "init_fusion_identity", "latent_row", "blend_models", "load_encoder_weights", "generator_config",
+    "Student", "build_student", "warm_start", "load_directions", "load_styles",
 ]
 
 #: The student's parts that stage 1 trains (the rest is frozen or unused there) ...
@@ -52,6 +53,22 @@ _NAMES = {"dualstylegan": "VToonify-D", "toonify": "VToonify-T"}
 
 class TrainingSetupError(UserError, RuntimeError):
     """Something the run needs is missing or inconsistent (reported before any work starts)."""
+
+
+#: Every numeric flag of ``train_vtoonify.py`` and its entry of :data:`pipeline.options.RANGES`.
+FLAG_RANGES = {
+    "iter": "iter", "batch": "batch", "lr": "lr", "local_rank": "local_rank", "start_iter": "start_iter",
+    "save_every": "save_every", "save_begin": "save_begin", "log_every": "log_every", "adv_loss": "loss_weight",
+    "grec_loss": "loss_weight", "perc_loss": "loss_weight", "tmp_loss": "loss_weight", "msk_loss": "loss_weight",
+    "style_id": "style_id", "style_degree": "style_degree", "weight": "weight", "seed": "seed",
+    "state_every": "state_every", "stop_at": "stop_at",
+}
+
+
+def flag_type(flag: str):
+    """The argparse ``type=`` of ``--<flag>`` (a key of :data:`FLAG_RANGES`): a value out of its range is a
+    usage error that states the range."""
+    return RANGES[FLAG_RANGES[flag]].parser(f"--{flag}")
 
 
 # -------------------------------------------------------------------------------------------- checks
@@ -78,15 +95,16 @@ def preflight(args: argparse.Namespace) -> None:
     for flag, path in needed.items():
         if not os.path.isfile(path):
             problems.append(f"{flag}: file not found: {path}")
-    if args.iter < 1:
-        problems.append(f"--iter must be >= 1, got {args.iter}")
-    if args.batch < 1:
-        problems.append(f"--batch must be >= 1, got {args.batch}")
-    elif not args.pretrain and args.batch % min(args.batch, 4):
+    out_of_range = set()
+    for flag, key in FLAG_RANGES.items():  # the parser checks them too; this is for a Namespace built in Python
+        value = getattr(args, flag, None)
+        bad = [v for v in (value if isinstance(value, list) else [value]) if v is not None and not RANGES[key].contains(v)]
+        if bad:
+            out_of_range.add(flag)
+            problems.append(RANGES[key].message(f"--{flag}", bad[0]))
+    if "batch" not in out_of_range and not args.pretrain and args.batch % min(args.batch, 4):
         problems.append(f"--batch {args.batch}: the discriminator's minibatch-stddev layer needs a batch divisible by "
                         f"min(batch, 4) (e.g. 1, 2, 3, 4, 8, 12 ...)")
-    if dual and not 0 <= args.style_degree <= 1:
-        problems.append(f"--style_degree must be in [0, 1], got {args.style_degree}")
     if dual and args.fix_style and not 0 <= args.style_id <= 999:  # the released file name has three digits
         problems.append(f"--style_id must be in [0, 999] with --fix_style, got {args.style_id}")
     if problems:

@@ -3,10 +3,12 @@
 * :func:`save_model` writes ``checkpoint/<name>/<released name>``: ``{'g_ema': encoder state_dict}`` for
   stage 1, ``{'g_ema': VToonify state_dict, 'config': VToonify constructor arguments}`` for stage 2
   (``model.checkpoint.load_vtoonify`` builds the model from ``config`` when it is present).
-* :func:`save_state` / :func:`load_state` keep everything a killed run needs to continue bit for bit:
-  the trainable parts of the student and its EMA, the discriminator, both optimisers, the iteration,
-  every rank's RNG states, the colour-jitter code and the logged sample, plus the settings that shape
-  the run (:data:`RUN_FLAGS`): resuming with other settings is refused with a one-line error.
+* :func:`write_state` / :func:`read_state` write and read the resumable training state that
+  :meth:`Trainer.state_dict() <training.loop.Trainer.state_dict>` builds and
+  :meth:`~training.loop.Trainer.load_state_dict` consumes: everything a killed run needs to continue bit
+  for bit, plus the settings that shape the run (:data:`RUN_FLAGS`). Reading checks that the state fits
+  the run (:func:`check_compatible`): another stage, backbone, number of processes or other settings are
+  refused with a one-line error, and so is a state with non-finite weights (a diverged run).
 
 Every file goes through :func:`common.atomic.atomic_output`: it appears whole, or not at all.
 """
@@ -22,13 +24,14 @@ import torch
 from common.atomic import atomic_output
 from hub.download import d_checkpoint_name
 from model.checkpoint import safe_load
+from training.divergence import is_finite
 from training.setup import TrainingSetupError
 
 if TYPE_CHECKING:
     from training.loop import Trainer
 
 __all__ = ["RUN_FLAGS", "checkpoint_name", "run_dir", "state_path", "atomic_save", "copy_file", "save_model",
-           "run_settings", "save_state", "load_state", "truncate_losses"]
+           "run_settings", "stage", "check_compatible", "write_state", "read_state", "truncate_losses"]
 
 #: The flags that shape a run's models and data stream; a resumed run must use the same values.
 RUN_FLAGS = ("backbone", "pretrain", "iter", "batch", "lr", "start_iter", "seed", "amp", "adv_loss", "grec_loss",
@@ -83,33 +86,17 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in RUN_FLAGS}
 
 
-def _stage(args: argparse.Namespace) -> str:
+def stage(args: argparse.Namespace) -> str:
+    """``pretrain`` (stage 1) or ``main`` (stage 2), as training states record it."""
     return "pretrain" if args.pretrain else "main"
 
 
-def _parts(model: torch.nn.Module, names) -> dict[str, Any]:
-    return {n: getattr(model, n).state_dict() for n in names}
-
-
-def save_state(trainer: "Trainer", next_idx: int) -> None:
-    """Write the training state after ``next_idx`` iterations (RNG states gathered from every rank)."""
-    args, env = trainer.args, trainer.env
-    rng = {"cpu": torch.get_rng_state()}
-    if trainer.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(trainer.device)
-    rngs = env.gather(rng)
-    if not env.main:
-        return
-    state = {"iteration": next_idx, "generator": _parts(trainer.generator, trainer.trainable_names),
-             "g_ema": _parts(trainer.g_ema, trainer.trainable_names), "g_optim": trainer.g_optim.state_dict(), "rng": rngs,
-             "prev_wc": trainer.data.prev_wc, "sample": trainer.sample, "stage": _stage(args), "backbone": args.backbone,
-             "world_size": env.world, "settings": run_settings(args)}
-    if not args.pretrain:
-        state["discriminator"] = trainer.discriminator.state_dict()
-        state["d_optim"] = trainer.d_optim.state_dict()
+def write_state(state: dict[str, Any], args: argparse.Namespace) -> Path:
+    """Write a :meth:`Trainer.state_dict() <training.loop.Trainer.state_dict>` to :func:`state_path` (atomic)."""
     path = state_path(args)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(state, path)
+    return path
 
 
 def _flag(key: str, value: Any) -> str:
@@ -122,10 +109,10 @@ def _flag(key: str, value: Any) -> str:
 
 def check_compatible(state: dict, args: argparse.Namespace, world: int, path: Path) -> None:
     """Refuse (one line) a state of another stage or backbone, world size or run settings."""
-    stage = _stage(args)
-    if state.get("stage") != stage or state.get("backbone") != args.backbone:
+    expected = stage(args)
+    if state.get("stage") != expected or state.get("backbone") != args.backbone:
         raise TrainingSetupError(f"{path} is a {state.get('backbone')} {state.get('stage')} state, "
-                                 f"not {args.backbone} {stage}")
+                                 f"not {args.backbone} {expected}")
     if state["world_size"] != world:
         raise TrainingSetupError(f"{path} was saved by {state['world_size']} processes; resume with the same number")
     saved = state.get("settings")
@@ -138,23 +125,15 @@ def check_compatible(state: dict, args: argparse.Namespace, world: int, path: Pa
         raise TrainingSetupError(f"{path} was saved by a run with {what}; resume with the same flags or start a new --name")
 
 
-def load_state(trainer: "Trainer", path: Path) -> None:
-    """Restore a state written by :func:`save_state` into ``trainer`` (after checking it fits the run)."""
-    args, env = trainer.args, trainer.env
-    state = safe_load(path, map_location=trainer.device)
-    check_compatible(state, args, env.world, path)
-    for n in trainer.trainable_names:
-        getattr(trainer.generator, n).load_state_dict(state["generator"][n])
-        getattr(trainer.g_ema, n).load_state_dict(state["g_ema"][n])
-    trainer.g_optim.load_state_dict(state["g_optim"])
-    if not args.pretrain:
-        trainer.discriminator.load_state_dict(state["discriminator"])
-        trainer.d_optim.load_state_dict(state["d_optim"])
-    rng = state["rng"][env.rank]
-    torch.set_rng_state(rng["cpu"].cpu())
-    if "cuda" in rng and trainer.device.type == "cuda":
-        torch.cuda.set_rng_state(rng["cuda"].cpu(), trainer.device)
-    trainer.data.prev_wc, trainer.sample, trainer.start = state["prev_wc"], state["sample"], state["iteration"]
+def read_state(path: Path, args: argparse.Namespace, world: int, device: torch.device) -> dict[str, Any]:
+    """The training state in ``path`` (tensors on ``device``), after checking that it fits the run of ``args``
+    on ``world`` processes and holds finite weights."""
+    state = safe_load(path, map_location=device)
+    check_compatible(state, args, world, path)
+    if not is_finite(state):
+        raise TrainingSetupError(f"{path} holds non-finite weights (saved by a diverged run); resume from an earlier "
+                                 "copy or start a new --name")
+    return state
 
 
 def truncate_losses(path: Path, first_iteration: int) -> None:

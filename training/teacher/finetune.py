@@ -26,6 +26,9 @@ effective batch is ``batch x processes``), the adaptive augmentation counts ever
 rank 0 alone writes the outputs. The generators are checked to be identical on every process before each
 state or teacher is saved.
 
+A step whose loss is NaN or infinite stops the run with one line naming the step and the last good training
+state, and no teacher or state holding a non-finite tensor is written (:mod:`training.divergence`).
+
 Outputs under ``out_dir``: ``finetune-%06d.pt`` (``{'g_ema': state_dict, 'latent_avg': (512,)}``, the
 released Toonify format that ``train_vtoonify.py --finetunegan_path`` and
 :func:`model.checkpoint.load_stylegan2` read), ``teacher_state.pt`` (generator, EMA, discriminator,
@@ -48,12 +51,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.atomic import atomic_output
+from common.options import check
 from common.sheets import caption, grid
 from model.dualstylegan import STRUCTURE_ROWS
 from model.errors import UserError
 from model.simple_augment import random_apply_affine
 from pipeline.styles import fit_rows
 from training.dist import Dist
+from training.divergence import FiniteCheck, is_finite
 from training.loop import EMA_DECAY, accumulate
 
 __all__ = ["TeacherConfig", "TeacherTrainer", "swap_rows", "mix_reference_codes", "match_colour",
@@ -66,6 +71,10 @@ SAMPLE_SEED = 1234
 #: The columns of ``losses.csv`` after ``step``, per mode.
 CSV_COLUMNS = {"fewshot": ("perc",), "collection": ("d", "real_score", "fake_score", "ada_p", "r1", "g")}
 N_SAMPLES = 4
+#: The :class:`TeacherConfig` fields that are ``train_style.py`` flags of the same name, and their entry of
+#: :data:`pipeline.options.RANGES`.
+CONFIG_RANGES = {"iter": "iter", "batch": "batch", "lr": "lr", "strength": "strength", "seed": "seed",
+                 "sample_every": "sample_every", "state_every": "state_every", "r1": "r1", "freeze_d": "freeze_d"}
 
 
 class TeacherStateError(UserError, ValueError):
@@ -161,6 +170,8 @@ class TeacherTrainer:
                  device: str | torch.device = "cpu", progress: bool = True, dist: Dist | None = None):
         if config.mode not in ("fewshot", "collection"):
             raise UserError(f"--mode must be fewshot or collection, got {config.mode!r}")
+        for field, key in CONFIG_RANGES.items():
+            check(key, getattr(config, field), f"--{field}")
         if config.mode == "collection" and discriminator is None:
             raise UserError("--mode collection needs a discriminator: --stylegan_path must hold 'd' "
                             "(stylegan2-ffhq-config-f.pt does)")
@@ -210,6 +221,7 @@ class TeacherTrainer:
                                             betas=(0.0, 0.99 ** ratio))
         self.ada_p, self.ada_signs, self.ada_count = 0.0, 0.0, 0
         self.step = 0
+        self.finite = FiniteCheck(self.env, "step")
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16" and self.device.type == "cuda")
         gen = torch.Generator().manual_seed(SAMPLE_SEED)
         self.sample_z = torch.randn(N_SAMPLES, self.g.style_dim, generator=gen).to(self.device)
@@ -333,26 +345,20 @@ class TeacherTrainer:
             identity["processes"] = self.env.world
         return identity
 
-    def save_state(self) -> None:
-        """``teacher_state.pt`` (rank 0 writes it; every process checks first that its generator is rank 0's)."""
-        self.env.check_in_sync(self.g, "the generator")
-        if not self.env.main:
-            return
+    def state_dict(self) -> dict:
+        """Everything a killed run needs to continue exactly after :attr:`step` steps: generator, EMA, optimisers,
+        discriminator, adaptive-augmentation state, and the identity of the run (config, size, references,
+        processes) that :meth:`load_state` checks."""
         state = {"step": self.step, "identity": self._identity(), "g": self.g.state_dict(), "g_ema": self.g_ema.state_dict(),
                  "g_optim": self.g_optim.state_dict(), "ada": [self.ada_p, self.ada_signs, self.ada_count]}
         if self.d is not None:
             state["d"] = self.d.state_dict()
         if self.d_optim is not None:
             state["d_optim"] = self.d_optim.state_dict()
-        with atomic_output(self.state_path) as tmp:
-            torch.save(state, tmp)
+        return state
 
-    def load_state(self, path: str | Path | None = None) -> None:
-        path = Path(path) if path is not None else self.state_path
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if state.get("identity") != self._identity():
-            raise TeacherStateError(f"{path} is the state of another run (other references, options or number of "
-                                    f"torchrun processes); use another --name, or delete it to start again")
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a :meth:`state_dict` (of this run: :meth:`load_state` checks its identity)."""
         self.step = int(state["step"])
         self.g.load_state_dict(state["g"])
         self.g_ema.load_state_dict(state["g_ema"])
@@ -362,6 +368,29 @@ class TeacherTrainer:
         if self.d_optim is not None:
             self.d_optim.load_state_dict(state["d_optim"])
         self.ada_p, self.ada_signs, self.ada_count = float(state["ada"][0]), float(state["ada"][1]), int(state["ada"][2])
+
+    def save_state(self) -> None:
+        """``teacher_state.pt`` (rank 0 writes it; every process checks first that the state is finite and that its
+        generator is rank 0's)."""
+        state = self.state_dict()
+        self.finite.ensure(state, "the training state", self.step)
+        self.env.check_in_sync(self.g, "the generator")
+        if self.env.main:
+            with atomic_output(self.state_path) as tmp:
+                torch.save(state, tmp)
+        self.finite.last_state = (self.state_path, self.step)
+
+    def load_state(self, path: str | Path | None = None) -> None:
+        path = Path(path) if path is not None else self.state_path
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("identity") != self._identity():
+            raise TeacherStateError(f"{path} is the state of another run (other references, options or number of "
+                                    f"torchrun processes); use another --name, or delete it to start again")
+        if not is_finite(state):
+            raise TeacherStateError(f"{path} holds non-finite weights (saved by a diverged run); use another --name, "
+                                    "or delete it to start again")
+        self.load_state_dict(state)
+        self.finite.last_state = (path, self.step)
 
     # ------------------------------------------------------------------------------------------ outputs
     def _csv(self, row: dict[str, float]) -> None:
@@ -411,7 +440,8 @@ class TeacherTrainer:
 
     def save_teacher(self) -> Path:
         """``finetune-%06d.pt`` with ``{'g_ema', 'latent_avg'}`` (released Toonify format), written by rank 0;
-        every process returns its path once it is written."""
+        every process returns its path once it is written (after checking it is finite on every process)."""
+        self.finite.ensure(self.g_ema.state_dict(), "the teacher (g_ema)", self.step)
         self.env.check_in_sync(self.g_ema, "the teacher (g_ema)")
         path = self.out_dir / finetune_name(self.step)
         if self.env.main:
@@ -430,7 +460,9 @@ class TeacherTrainer:
 
     def run(self, stop_at: int | None = None) -> Path | None:
         """Train to ``config.iter`` steps (from the loaded state, if any); returns the teacher's path, or
-        ``None`` when stopped at ``stop_at`` (the state is saved there)."""
+        ``None`` when stopped at ``stop_at`` (the state is saved there). Raises
+        :class:`~training.divergence.TrainingDiverged` on every process at the first non-finite loss, or before
+        writing a state or teacher with a non-finite weight."""
         from tqdm.auto import tqdm
 
         cfg = self.cfg
@@ -445,6 +477,7 @@ class TeacherTrainer:
                 self._csv(losses)
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+                self.finite.losses(losses, self.step)  # host floats, the same on every process
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.sample_sheet()
                 if self.step % cfg.state_every == 0 or self.step == cfg.iter or self.step == stop_at:
