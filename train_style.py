@@ -14,7 +14,7 @@ The teacher is the FFHQ StyleGAN2 (``--stylegan_path``, resolution read from the
 (``{'g_ema', 'latent_avg'}``), which ``train_vtoonify.py --finetunegan_path`` takes unchanged. Pictures are
 FFHQ-aligned once into ``checkpoint/<name>/aligned/`` (``--aligned``: they already are aligned face squares);
 those without a detectable face are listed and skipped. ``--resume`` continues a killed run exactly, each
-stage where it stopped. Every numeric flag is checked against its range (``pipeline.options.RANGES``) before
+stage where it stopped. Every numeric flag is checked against its range (``common.options.RANGES``) before
 any work; a stage whose loss or weights turn NaN or infinite stops with one line (the step and the last good
 state) and exit status 1, without writing a model or state from it.
 """
@@ -24,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.options import RANGES
+from common.options import RANGES
 
 __all__ = ["build_parser", "main", "vtoonify_stage_argv"]
 

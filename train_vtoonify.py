@@ -17,7 +17,7 @@ StyleGAN itself; nothing is read from disk but the teacher and helper networks.
 Additions: ``--seed``, a real ``--resume`` (generator, discriminator, EMA, optimisers, iteration and RNG
 states: a killed run continues bit for bit; other settings are refused), ``--init_from``, ``--device``,
 ``--amp``, explicit LPIPS/VGG weight files, teacher sizes inferred from the files, checks of every input
-before any work (every numeric flag has its range in ``pipeline.options.RANGES``), a stop with one line and
+before any work (every numeric flag has its range in ``common.options.RANGES``), a stop with one line and
 exit status 1 at the first NaN or infinite loss or weight (naming the iteration and the last good state;
 no model or state holding one is ever written), and ``torchrun`` (``LOCAL_RANK``/``RANK``/``WORLD_SIZE``;
 NCCL on CUDA, gloo on CPU).

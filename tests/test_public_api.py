@@ -35,15 +35,15 @@ PUBLIC = {
     "pipeline.sharding": ["shard_range", "stylize_video_sharded", "run_under_torchrun", "world_size"],
     "pipeline.registry": ["PipelineCache", "LRU"],
     # moved modules, under their old names
-    "pipeline.atomic": ["atomic_output", "temporary_path"],
+    "common.atomic": ["atomic_output", "temporary_path"],
     "pipeline.cli": ["run_cli"],
-    "pipeline.errors": ["USER_ERRORS", "OptionError", "InputError", "MissingFileError", "DeviceError"],
-    "pipeline.options": ["RANGES", "check"],
+    "common.errors": ["USER_ERRORS", "OptionError", "InputError", "MissingFileError", "DeviceError"],
+    "common.options": ["RANGES", "check"],
     "pipeline.images": ["read_image_file", "check_complete"],
     "pipeline.sheets": [],
     "pipeline.released": ["CHECKPOINT_DIR", "files_for", "released_file"],
     "pipeline.fetching": ["fetch"],
-    "pipeline.download": ["main"],
+    "hub.download": ["main"],
     "pipeline.download_hints": ["missing_file_message"],
     "pipeline.first_run": ["fetch_missing_defaults"],
     # the scripts
@@ -53,9 +53,9 @@ PUBLIC = {
     "evaluate": ["build_parser", "main"],
 }
 
-MOVED = {"pipeline.atomic": "common.atomic", "pipeline.cli": "common.cli", "pipeline.errors": "common.errors",
-         "pipeline.options": "common.options", "pipeline.images": "common.images", "pipeline.sheets": "common.sheets",
-         "pipeline.released": "hub.released", "pipeline.fetching": "hub.fetching", "pipeline.download": "hub.download",
+MOVED = {"common.atomic": "common.atomic", "pipeline.cli": "common.cli", "common.errors": "common.errors",
+         "common.options": "common.options", "pipeline.images": "common.images", "pipeline.sheets": "common.sheets",
+         "pipeline.released": "hub.released", "pipeline.fetching": "hub.fetching", "hub.download": "hub.download",
          "pipeline.download_hints": "hub.download_hints", "pipeline.first_run": "hub.first_run"}
 
 

@@ -270,7 +270,7 @@ def test_out_of_range_flags_are_refused_before_any_work(tmp_path, capsys, argv, 
 
 
 def test_teacher_config_is_checked_against_the_same_ranges(tmp_path):
-    from pipeline.errors import OptionError
+    from common.errors import OptionError
 
     with pytest.raises(OptionError, match=r"^--state_every must be an integer >= 1 \(.*\), got 0$"):
         teacher(tmp_path, state_every=0)

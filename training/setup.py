@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.options import RANGES
 from model.checkpoint import (
     CheckpointError,
     detect_checkpoint_kind,
@@ -34,7 +35,6 @@ from model.dualstylegan import STRUCTURE_ROWS
 from model.errors import UserError
 from model.stylegan.model import Generator
 from model.vtoonify import VToonify
-from pipeline.options import RANGES
 
 __all__ = [
     "TrainingSetupError", "TRAINABLE_STAGE1", "TRAINABLE_STAGE2", "FLAG_RANGES", "flag_type", "preflight",
@@ -55,7 +55,7 @@ class TrainingSetupError(UserError, RuntimeError):
     """Something the run needs is missing or inconsistent (reported before any work starts)."""
 
 
-#: Every numeric flag of ``train_vtoonify.py`` and its entry of :data:`pipeline.options.RANGES`.
+#: Every numeric flag of ``train_vtoonify.py`` and its entry of :data:`common.options.RANGES`.
 FLAG_RANGES = {
     "iter": "iter", "batch": "batch", "lr": "lr", "local_rank": "local_rank", "start_iter": "start_iter",
     "save_every": "save_every", "save_begin": "save_begin", "log_every": "log_every", "adv_loss": "loss_weight",

@@ -72,7 +72,7 @@ SAMPLE_SEED = 1234
 CSV_COLUMNS = {"fewshot": ("perc",), "collection": ("d", "real_score", "fake_score", "ada_p", "r1", "g")}
 N_SAMPLES = 4
 #: The :class:`TeacherConfig` fields that are ``train_style.py`` flags of the same name, and their entry of
-#: :data:`pipeline.options.RANGES`.
+#: :data:`common.options.RANGES`.
 CONFIG_RANGES = {"iter": "iter", "batch": "batch", "lr": "lr", "strength": "strength", "seed": "seed",
                  "sample_every": "sample_every", "state_every": "state_every", "r1": "r1", "freeze_d": "freeze_d"}
 
