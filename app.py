@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 from common.errors import USER_ERRORS
-from common.options import RANGES
+from common.options import RANGES, ranged
 from demo.config import (
     DEFAULT_STYLE_ID,
     MAX_CACHED_THUMBNAILS,
@@ -91,11 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="precision of VToonify and the face parser (default: float32)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (default: 127.0.0.1, this machine only; 0.0.0.0: the network too)")
-    p.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
-    p.add_argument("--max_video_seconds", type=float, default=10.0,
+    p.add_argument("--port", type=ranged("port"), default=7860, help="port to serve on (default: 7860)")
+    p.add_argument("--max_video_seconds", type=ranged("max_video_seconds"), default=10.0,
                    help="longest video accepted, in seconds (default: 10; 0: no limit)")
-    p.add_argument("--max_video_frames", type=int, default=None, help="most frames accepted in a video (default: no limit)")
-    p.add_argument("--max_loaded_models", type=int, default=2, help="models kept in memory at once (default: 2)")
+    p.add_argument("--max_video_frames", type=ranged("max_video_frames"), default=None,
+                   help="most frames accepted in a video (default: no limit)")
+    p.add_argument("--max_loaded_models", type=ranged("max_loaded_models"), default=2,
+                   help="models kept in memory at once (default: 2)")
     p.add_argument("--share", action="store_true",
                    help="also publish the page through a temporary public gradio.live link (default: off)")
     p.add_argument("--no_download", action="store_true",

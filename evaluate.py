@@ -41,11 +41,13 @@ import numpy as np
 
 from common.cli import run_cli
 from common.errors import MissingFileError
+from common.options import ranged
 from common.sheets import bar_chart
 from hub.released import SHARED_FILES
 from metrics.identity import FaceEmbedder, identity_distance
 from metrics.runtime import RuntimeMonitor, RuntimeStats
 from metrics.temporal import STATIC_THRESHOLD, flicker_score, warping_errors
+from pipeline.api import StyleOptions
 from pipeline.clips import PerFrameBaseline, find_face_crop, read_frames
 from pipeline.registry import default_model, released_path, require_files
 from pipeline.stylize import VToonifyPipeline, atomic_imwrite
@@ -209,21 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", default=default_model(), help="VToonify model")
     p.add_argument("--backbone", default=None, choices=["dualstylegan", "toonify"],
                    help="expected backbone (default: read from the file)")
-    p.add_argument("--style_id", type=int, default=26, help="exemplar style (VToonify-D)")
-    p.add_argument("--style_degree", type=float, default=0.5, help="style degree (VToonify-D)")
+    p.add_argument("--style_id", type=ranged("style_id"), default=26, help="exemplar style (VToonify-D)")
+    p.add_argument("--style_degree", type=ranged("style_degree"), default=0.5, help="style degree (VToonify-D)")
     p.add_argument("--color_transfer", action="store_true", help="transfer the exemplar's colour too (VToonify-D)")
     p.add_argument("--exstyle_path", default=None, help="exemplar style codes (default: exstyle_code.npy next to --ckpt)")
     encoder, parser = (released_path(name) for name in SHARED_FILES)
     p.add_argument("--style_encoder_path", default=encoder, help="pSp style encoder")
     p.add_argument("--faceparsing_path", default=parser, help="BiSeNet face parser")
     p.add_argument("--output_path", default="./output/eval/", help="folder of metrics.json / .csv / .png")
-    p.add_argument("--max_frames", type=int, default=None, help="evaluate the first N frames only (default: all)")
-    p.add_argument("--padding", type=int, nargs=4, default=[200, 200, 200, 200], metavar=("LEFT", "RIGHT", "TOP", "BOTTOM"),
+    p.add_argument("--max_frames", type=ranged("max_frames"), default=None,
+                   help="evaluate the first N frames only (default: all)")
+    p.add_argument("--padding", type=ranged("padding"), nargs=4, default=[200, 200, 200, 200],
+                   metavar=("LEFT", "RIGHT", "TOP", "BOTTOM"),
                    help="pixels kept around the eye centre after rescaling (as style_transfer.py)")
-    p.add_argument("--baseline_size", type=int, default=256, help="side of the baseline's aligned input and output")
+    p.add_argument("--baseline_size", type=ranged("baseline_size"), default=256,
+                   help="side of the baseline's aligned input and output")
     p.add_argument("--skip_baseline", action="store_true", help="measure VToonify only")
     p.add_argument("--flow_preset", default="medium", choices=["ultrafast", "fast", "medium"], help="DIS optical flow preset")
-    p.add_argument("--static_threshold", type=float, default=STATIC_THRESHOLD,
+    p.add_argument("--static_threshold", type=ranged("static_threshold"), default=STATIC_THRESHOLD,
                    help="largest frame-to-frame change (grey, in [0, 1]) of a static input pixel, for the flicker score")
     p.add_argument("--identity_landmarks", default="detect", choices=["detect", "input"],
                    help="detect the face in the output, or reuse the input's landmarks (outputs are pixel-aligned)")
@@ -235,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> tuple[list[Path], str]:
     if not os.path.isfile(args.content):
         raise MissingFileError(f"content not found: {args.content}")
+    StyleOptions(style_id=args.style_id, style_degree=args.style_degree, scale_image=True,
+                 padding=tuple(args.padding)).checked()  # the crop as style_transfer.py --scale_image checks it
     require_files(args.ckpt, args.style_encoder_path, args.faceparsing_path, backbone=args.backbone)
     pipe = VToonifyPipeline(args.ckpt, backbone=args.backbone, style_encoder_path=args.style_encoder_path,
                             faceparsing_path=args.faceparsing_path, exstyle_path=args.exstyle_path, device=args.device,

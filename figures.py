@@ -35,6 +35,7 @@ from common.atomic import atomic_output
 from common.cli import run_cli
 from common.errors import MissingFileError, OptionError
 from common.images import read_rgb
+from common.options import ranged
 from hub.released import SHARED_FILES
 from metrics.figures import (
     DEGREES,
@@ -248,21 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--faceparsing_path", default=parser, help="BiSeNet face parser")
     common.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
     common.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="VToonify precision")
-    common.add_argument("--padding", type=int, nargs=4, default=list(DEFAULT_PADDING),
+    common.add_argument("--padding", type=ranged("padding"), nargs=4, default=list(DEFAULT_PADDING),
                         metavar=("LEFT", "RIGHT", "TOP", "BOTTOM"),
                         help="pixels kept around the eye centre after rescaling (as style_transfer.py)")
-    common.add_argument("--panel", type=int, default=256, help="height of each panel in pixels")
+    common.add_argument("--panel", type=ranged("panel"), default=256, help="height of each panel in pixels")
     style = argparse.ArgumentParser(add_help=False)
-    style.add_argument("--style_degree", type=float, default=0.5, help="style degree (VToonify-D)")
+    style.add_argument("--style_degree", type=ranged("style_degree"), default=0.5, help="style degree (VToonify-D)")
     style.add_argument("--color_transfer", action="store_true", help="transfer the exemplar's colour too (VToonify-D)")
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("--ckpt", default=D_CKPT, help="VToonify checkpoint")
     model.add_argument("--exstyle_path", default=None, help="exemplar style codes (default: exstyle_code.npy next to --ckpt)")
     clip = argparse.ArgumentParser(add_help=False)
     clip.add_argument("--content", required=True, help="input video")
-    clip.add_argument("--style_id", type=int, default=26, help="exemplar style (VToonify-D)")
-    clip.add_argument("--start", type=int, default=0, help="first frame")
-    clip.add_argument("--stride", type=int, default=1, help="take every n-th frame")
+    clip.add_argument("--style_id", type=ranged("style_id"), default=26, help="exemplar style (VToonify-D)")
+    clip.add_argument("--start", type=ranged("start"), default=0, help="first frame")
+    clip.add_argument("--stride", type=ranged("stride"), default=1, help="take every n-th frame")
 
     p = argparse.ArgumentParser(description="Make the paper's kinds of figures from VToonify checkpoints.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -272,22 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("degree", parents=[common, model], formatter_class=fmt,
                        help="one input across style degrees (VToonify-D)")
     s.add_argument("--content", required=True, help="input image")
-    s.add_argument("--style_id", type=int, default=26, help="exemplar style")
-    s.add_argument("--degrees", type=float, nargs="+", default=list(DEGREES), help="style degrees, one panel each")
+    s.add_argument("--style_id", type=ranged("style_id"), default=26, help="exemplar style")
+    s.add_argument("--degrees", type=ranged("style_degree", "--degrees"), nargs="+", default=list(DEGREES),
+                   help="style degrees, one panel each")
     s.add_argument("--color_transfer", action="store_true", help="transfer the exemplar's colour too")
 
     s = sub.add_parser("styles", parents=[common, model, style], formatter_class=fmt,
                        help="inputs x exemplar styles (VToonify-D)")
     s.add_argument("--content", nargs="+", required=True, help="input image(s)")
-    s.add_argument("--style_ids", type=int, nargs="+", default=None, help="exemplar styles (default: 6 spread over the file)")
-    s.add_argument("--columns", type=int, default=4, help="style panels per row when there is one input")
+    s.add_argument("--style_ids", type=ranged("style_id", "--style_ids"), nargs="+", default=None,
+                   help="exemplar styles (default: 6 spread over the file)")
+    s.add_argument("--columns", type=ranged("columns"), default=4, help="style panels per row when there is one input")
     s.add_argument("--style_dir", default=None, help="folder of the exemplar images, inset into the outputs when found")
 
     s = sub.add_parser("faces", parents=[common, model, style], formatter_class=fmt,
                        help="a group photo with --faces largest vs --faces all")
     s.add_argument("--content", required=True, help="input image with several faces")
-    s.add_argument("--style_id", type=int, default=26, help="exemplar style (VToonify-D)")
-    s.add_argument("--max_faces", type=int, default=None, help="at most this many faces")
+    s.add_argument("--style_id", type=ranged("style_id"), default=26, help="exemplar style (VToonify-D)")
+    s.add_argument("--max_faces", type=ranged("max_faces"), default=None, help="at most this many faces")
     s.add_argument("--whole_frame", action="store_true", help="the whole photo at its size (no --scale_image)")
 
     s = sub.add_parser("color", parents=[common], formatter_class=fmt, help="colour kept vs transferred, colour interpolation")
@@ -295,27 +298,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ckpt_color", default=D_COLOR_CKPT, help="VToonify-D model trained for colour transfer (*_c.pt)")
     s.add_argument("--ckpt_nocolor", default=D_CKPT, help="VToonify-D model that keeps the colours")
     s.add_argument("--exstyle_path", default=None, help="exemplar style codes (default: exstyle_code.npy next to each model)")
-    s.add_argument("--style_ids", type=int, nargs="+", default=None, help="exemplar styles (default: 3 spread over the file)")
-    s.add_argument("--style_degree", type=float, default=0.5, help="style degree")
-    s.add_argument("--steps", type=int, default=5, help="colour interpolation steps")
+    s.add_argument("--style_ids", type=ranged("style_id", "--style_ids"), nargs="+", default=None,
+                   help="exemplar styles (default: 3 spread over the file)")
+    s.add_argument("--style_degree", type=ranged("style_degree"), default=0.5, help="style degree")
+    s.add_argument("--steps", type=ranged("steps"), default=5, help="colour interpolation steps")
 
     s = sub.add_parser("backbones", parents=[common, style], formatter_class=fmt,
                        help="several models (VToonify-T/-D, styles) on the same inputs")
     s.add_argument("--content", nargs="+", required=True, help="input image(s)")
     s.add_argument("--ckpt", action="append", required=True, help="a VToonify checkpoint (repeat for each column)")
     s.add_argument("--label", action="append", default=None, help="column label (repeat, one per --ckpt)")
-    s.add_argument("--style_id", type=int, action="append", default=None,
+    s.add_argument("--style_id", type=ranged("style_id"), action="append", default=None,
                    help="exemplar style of VToonify-D models (once for all, or once per --ckpt; default 26)")
 
     s = sub.add_parser("video", parents=[common, model, style, clip], formatter_class=fmt,
                        help="input/output strip of consecutive frames, GIF and MP4 preview")
-    s.add_argument("--frames", type=int, default=16, help="frames to stylise (the animation)")
-    s.add_argument("--strip_frames", type=int, default=6, help="frames shown in the strip")
+    s.add_argument("--frames", type=ranged("frames"), default=16, help="frames to stylise (the animation)")
+    s.add_argument("--strip_frames", type=ranged("strip_frames"), default=6, help="frames shown in the strip")
 
     s = sub.add_parser("baseline", parents=[common, model, style, clip], formatter_class=fmt,
                        help="VToonify vs the per-frame image toonification baseline")
-    s.add_argument("--frames", type=int, default=6, help="consecutive frames to show")
-    s.add_argument("--baseline_size", type=int, default=256, help="side of the baseline's aligned faces")
+    s.add_argument("--frames", type=ranged("frames"), default=6, help="consecutive frames to show")
+    s.add_argument("--baseline_size", type=ranged("baseline_size"), default=256, help="side of the baseline's aligned faces")
 
     s = sub.add_parser("all", parents=[common], formatter_class=fmt, help="every figure")
     s.add_argument("--image", nargs="+", required=True, help="input image(s); the first one for the degree figure")
@@ -323,14 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ckpt_d", default=D_CKPT, help="VToonify-D model")
     s.add_argument("--ckpt_color", default=D_COLOR_CKPT, help="VToonify-D colour-transfer model")
     s.add_argument("--ckpt_t", default=T_CKPT, help="VToonify-T model")
-    s.add_argument("--style_id", type=int, default=26, help="exemplar style of the degree, backbone and video figures")
-    s.add_argument("--style_ids", type=int, nargs="+", default=None, help="exemplar styles of the style and colour figures")
+    s.add_argument("--style_id", type=ranged("style_id"), default=26,
+                   help="exemplar style of the degree, backbone and video figures")
+    s.add_argument("--style_ids", type=ranged("style_id", "--style_ids"), nargs="+", default=None,
+                   help="exemplar styles of the style and colour figures")
     s.add_argument("--style_dir", default=None, help="folder of the exemplar images")
-    s.add_argument("--style_degree", type=float, default=0.5, help="style degree")
-    s.add_argument("--start", type=int, default=0, help="first video frame")
-    s.add_argument("--stride", type=int, default=1, help="take every n-th video frame")
-    s.add_argument("--frames", type=int, default=16, help="video frames to stylise")
-    s.add_argument("--strip_frames", type=int, default=6, help="video frames in the strip and the baseline figure")
+    s.add_argument("--style_degree", type=ranged("style_degree"), default=0.5, help="style degree")
+    s.add_argument("--start", type=ranged("start"), default=0, help="first video frame")
+    s.add_argument("--stride", type=ranged("stride"), default=1, help="take every n-th video frame")
+    s.add_argument("--frames", type=ranged("frames"), default=16, help="video frames to stylise")
+    s.add_argument("--strip_frames", type=ranged("strip_frames"), default=6,
+                   help="video frames in the strip and the baseline figure")
     return p
 
 

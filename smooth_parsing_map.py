@@ -23,20 +23,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.options import ranged
 
-def main(argv: list[str] | None = None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--window_size", type=int, default=5, help="half window: frames i-W .. i+W are fused")
+    ap.add_argument("--window_size", type=ranged("window_size"), default=5, help="half window: frames i-W .. i+W are fused")
     ap.add_argument("--faceparsing_path", type=str, default="./checkpoint/faceparsing.pth")
     ap.add_argument("--video_path", type=str, required=True, help="the cropped video (style_transfer's *_input.mp4)")
     ap.add_argument("--output_path", type=str, default="./output/")
     ap.add_argument("--device", type=str, default="auto")
     ap.add_argument("--no_progress", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    from common.atomic import new_folders_removed
     from common.cli import run_cli
 
-    return run_cli(lambda: _run(args), lambda out: print(f"saved {out}"))
+    def work() -> Path:
+        with new_folders_removed(args.output_path):  # a failed run leaves no empty folder it created
+            return _run(args)
+
+    return run_cli(work, lambda out: print(f"saved {out}"))
 
 
 def _run(args: argparse.Namespace) -> Path:

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style_image", type=str, default=None,
                    help="VToonify-D: any picture as the exemplar instead of --style_id (FFHQ-aligned, pSp-encoded, cached)")
     p.add_argument("--style_aligned", action="store_true", help="--style_image is already an aligned face square (no dlib)")
-    p.add_argument("--style_refine", type=int, default=0, metavar="N",
+    p.add_argument("--style_refine", type=RANGES["style_refine"].parser("--style_refine"), default=0, metavar="N",
                    help="refine the --style_image code with N optimisation steps through DualStyleGAN "
                         "(needs the LPIPS weights)")
     return p
@@ -136,7 +136,8 @@ def _run(args: argparse.Namespace) -> list[Path]:
     from common.images import read_image_file
     from pipeline import api
     from pipeline.precision import bf16_tip
-    from pipeline.results import atomic_imwrite, output_paths
+    from pipeline.preflight import preflight
+    from pipeline.results import atomic_imwrite_all, output_paths
     from pipeline.stylize import VToonifyPipeline
 
     if not os.path.exists(args.content):
@@ -146,6 +147,8 @@ def _run(args: argparse.Namespace) -> list[Path]:
     if os.path.exists(args.output_path) and not os.path.isdir(args.output_path):
         raise OptionError(f"--output_path {args.output_path} is a file; give the folder for the results "
                           "(it is created if it does not exist)")
+    for note in preflight(args):  # device, options, output folder checked before any work; ignored flags said
+        print(f"warning: {note}", file=sys.stderr)
     rgb = None if args.video else read_image_file(args.content)  # a damaged photo stops before any model loads
     _require_files(args)
     device = "cpu" if args.cpu else args.device
@@ -192,8 +195,7 @@ def _run(args: argparse.Namespace) -> list[Path]:
 
     result = api.stylize_image(pipe, rgb, api.StyleOptions(**style))
     paths = list(output_paths(args.output_path, basename, pipe.backbone, ".jpg"))
-    atomic_imwrite(paths[0], result.input)
-    atomic_imwrite(paths[1], result.output)
+    atomic_imwrite_all([(paths[0], result.input), (paths[1], result.output)])  # both or neither (a full disk)
     return paths
 
 
@@ -211,9 +213,14 @@ def _report(paths: list[Path]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from common.atomic import new_folders_removed
     from common.cli import run_cli
 
-    return run_cli(lambda: _run(args), _report)
+    def work() -> list[Path]:
+        with new_folders_removed(args.output_path):  # a failed run leaves no empty folder it created
+            return _run(args)
+
+    return run_cli(work, _report)
 
 
 if __name__ == "__main__":

@@ -10,26 +10,47 @@ an exemplar bank, a cache entry) is updated under :func:`file_lock`, so neither 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+from common.errors import OptionError
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; concurrent updates are not protected there
     fcntl = None
 
-__all__ = ["atomic_output", "cache_root", "file_lock", "sweep_stale", "temporary_path"]
+__all__ = ["atomic_output", "atomic_outputs", "cache_root", "check_writable_folder", "file_lock", "new_folders_removed",
+           "store_cache", "sweep_stale", "temporary_path"]
 
 _MARK = ".partial"
+#: The longest file name (bytes) of the usual file systems (ext4, XFS, btrfs, APFS, NTFS in characters).
+NAME_MAX = 255
+#: What a temporary name adds around its target's name: ``.`` + ``.<pid>-<8 hex>`` + ``.partial`` + the suffix.
+_TEMP_EXTRA = 1 + 1 + 10 + 1 + 8 + len(_MARK)
+
+
+def _temp_stem(path: Path) -> str:
+    """The part of ``path``'s name in its temporary names: the name itself, or, when a temporary name would pass
+    :data:`NAME_MAX` bytes, its start and a hash of the whole name (still unique per target)."""
+    budget = NAME_MAX - _TEMP_EXTRA - len(os.fsencode(path.suffix))
+    if len(os.fsencode(path.name)) <= budget:
+        return path.name
+    digest = hashlib.sha1(os.fsencode(path.name)).hexdigest()[:12]
+    start = os.fsencode(path.name)[: budget - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{start}~{digest}"
 
 
 def temporary_path(path: str | os.PathLike) -> Path:
-    """A fresh temporary name beside ``path`` that no other process or call uses."""
+    """A fresh temporary name beside ``path`` that no other process or call uses, within :data:`NAME_MAX` bytes
+    whenever ``path``'s own name is."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{_MARK}{path.suffix}")
+    return path.with_name(f".{_temp_stem(path)}.{os.getpid()}-{secrets.token_hex(4)}{_MARK}{path.suffix}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -46,9 +67,10 @@ def sweep_stale(path: str | os.PathLike) -> list[Path]:
     """Remove the temporary files of ``path`` whose writing process is gone; returns what was removed."""
     path = Path(path)
     removed = []
-    prefix = f".{path.name}."
+    stem = _temp_stem(path)
+    prefix = f".{stem}."
     try:
-        candidates = list(path.parent.glob(f".{glob_escape(path.name)}.*{_MARK}{glob_escape(path.suffix)}"))
+        candidates = list(path.parent.glob(f".{glob_escape(stem)}.*{_MARK}{glob_escape(path.suffix)}"))
     except OSError:
         return removed
     for tmp in candidates:
@@ -73,7 +95,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """``with atomic_output(p) as tmp: write(tmp)``: ``p`` is replaced by ``tmp`` only if the block succeeds.
 
     The temporary file is always removed when the block raises (including ``KeyboardInterrupt``), and the
-    previous content of ``p``, if any, is untouched until the rename.
+    previous content of ``p``, if any, is untouched until the rename. An error about the temporary file (a full
+    disk, a denied permission) names ``p``, the user's output, instead.
     """
     path = Path(path)
     sweep_stale(path)
@@ -83,8 +106,88 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         if not tmp.exists():
             raise OSError(f"nothing was written for {path}")
         os.replace(tmp, path)
+    except Exception as e:
+        renamed = _naming_output(e, tmp, path)
+        if renamed is None:
+            raise
+        raise renamed from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _naming_output(error: Exception, tmp: Path, path: Path) -> Exception | None:
+    """``error`` with ``tmp`` replaced by ``path`` in its file name or message; ``None`` if it does not name ``tmp``."""
+    if isinstance(error, OSError) and error.filename is not None and os.fspath(error.filename) in (str(tmp), tmp.name):
+        try:
+            return type(error)(error.errno, error.strerror, str(path))
+        except TypeError:  # a subclass with another signature (PyAV's errors)
+            return OSError(error.errno, error.strerror, str(path))
+    text = str(error)
+    if tmp.name not in text:
+        return None
+    text = text.replace(str(tmp), str(path)).replace(tmp.name, path.name)
+    try:
+        return type(error)(text)
+    except TypeError:
+        return OSError(text) if isinstance(error, OSError) else None
+
+
+@contextmanager
+def atomic_outputs(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
+    """:func:`atomic_output` for files that belong together (an input copy and its result): every file is written
+    before any is renamed, so a failure (a full disk) leaves none of them, not half of the set."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(atomic_output(path)) for path in paths]
+
+
+def check_writable_folder(folder: str | os.PathLike, flag: str) -> None:
+    """An :class:`~common.errors.OptionError` (one line, before any work) unless the results can be written in
+    ``folder``: an existing folder we may write in, or one we may create (its nearest existing parent writable)."""
+    folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise OptionError(f"{flag} {folder} is a symbolic link to {os.readlink(folder)}, which does not exist")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OptionError(f"{flag} {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "this folder" if existing == folder else f"{existing}, where it would be created"
+        raise OptionError(f"{flag} {folder}: no permission to write in {what}")
+
+
+@contextmanager
+def new_folders_removed(folder: str | os.PathLike) -> Iterator[None]:
+    """The folders of ``folder`` that do not exist yet are removed again, when still empty, if the block fails:
+    a failed run leaves no empty folder behind."""
+    new = []
+    current = Path(folder).absolute()
+    while not current.exists() and not current.is_symlink() and current != current.parent:
+        new.append(current)
+        current = current.parent
+    try:
+        yield
+    except BaseException:
+        for created in new:  # the deepest first
+            try:
+                created.rmdir()
+            except OSError:
+                pass  # not created after all, or not empty: left alone
+        raise
+
+
+def store_cache(path: str | os.PathLike, write: Callable[[Path], None]) -> bool:
+    """Write a cache entry with ``write(temporary path)`` atomically; a cache folder that cannot be written is one
+    warning line on stderr, not a failure (a cache only saves time). Returns whether the entry was stored."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as tmp:
+            write(tmp)
+    except OSError as e:
+        print(f"warning: cache not written ({e}); the run goes on without it", file=sys.stderr)
+        return False
+    return True
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from common.errors import OptionError
 
-__all__ = ["COMPILE_MODES", "ENGINES", "FACE_MODES", "RANGES", "Range", "check", "check_all"]
+__all__ = ["COMPILE_MODES", "ENGINES", "FACE_MODES", "RANGES", "Range", "check", "check_all", "ranged"]
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,14 @@ class Range:
             return value
 
         parse.__name__ = "integer" if self.integer else "number"
+        parse.range = self  # type: ignore[attr-defined]  # tests/test_options.py: every numeric flag is ranged here
         return parse
 
 
-#: Every numeric option of style_transfer.py, the pipeline and the demo, and of the training scripts
-#: (train_vtoonify.py, train_style.py; an option of another name takes the entry of its kind, e.g.
-#: ``--distill_iter`` that of ``iter``, every ``--*_loss`` that of ``loss_weight``).
+#: Every numeric option of every entry point (style_transfer.py, evaluate.py, figures.py, smooth_parsing_map.py,
+#: app.py, ``python -m pipeline.exstyle``, ``python -m hub.download``), the pipeline and the demo, and of the
+#: training scripts (train_vtoonify.py, train_style.py; an option of another name takes the entry of its kind,
+#: e.g. ``--distill_iter`` that of ``iter``, every ``--*_loss`` that of ``loss_weight``).
 RANGES: dict[str, Range] = {
     "style_id": Range(0, None, True, "an exemplar of the model's style file"),
     "style_degree": Range(0.0, 1.0, False, "0: the face as it is, 1: the full style"),
@@ -77,6 +79,24 @@ RANGES: dict[str, Range] = {
     "max_side": Range(8, 100_000, True, "pixels"),
     "window_size": Range(0, 64, True, "half window in frames"),
     "max_faces": Range(1, 64, True, "faces stylised per frame, the largest first"),
+    "style_refine": Range(0, 10_000, True, "optimisation steps; 0 = the pSp code only"),
+    # evaluate.py
+    "max_frames": Range(1, None, True, "frames"),
+    "baseline_size": Range(64, 4096, True, "pixels"),
+    "static_threshold": Range(0.0, 1.0, False, "grey change of a static pixel"),
+    # figures.py
+    "panel": Range(16, 4096, True, "pixels"),
+    "columns": Range(1, 64, True, "panels per row"),
+    "steps": Range(2, 64, True, "colour interpolation steps"),
+    "start": Range(0, None, True, "frame number"),
+    "stride": Range(1, 100_000, True, "every n-th frame"),
+    "frames": Range(1, 10_000, True, "frames"),
+    "strip_frames": Range(1, 64, True, "frames"),
+    # app.py
+    "port": Range(1, 65_535, True, "TCP port"),
+    "max_video_seconds": Range(0.0, 86_400.0, False, "seconds; 0 = no limit"),
+    "max_video_frames": Range(1, None, True, "frames"),
+    "max_loaded_models": Range(1, 64, True, "models in memory"),
     # training
     "iter": Range(1, None, True, "training iterations"),
     "batch": Range(1, 1024, True, "samples per process and step"),
@@ -103,6 +123,11 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 ENGINES = ("torch", "onnxruntime", "openvino")
 #: The values of ``--faces``.
 FACE_MODES = ("largest", "all")
+
+
+def ranged(name: str, flag: str | None = None) -> Callable[[str], float | int]:
+    """The argparse ``type=`` of option ``name`` (``flag`` defaults to ``--<name>``), from :data:`RANGES`."""
+    return RANGES[name].parser(flag or f"--{name}")
 
 
 def check(name: str, value: object, flag: str | None = None) -> object:

@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.options import ranged
 from hub.download_hints import download_command, manual_download_url, missing_file_message
 from hub.fetching import Downloader, DownloadError, fetch
 from hub.fetching import hub_download as _hub_download
@@ -64,8 +65,9 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"D: {', '.join(STYLES['dualstylegan'])}; T: {', '.join(STYLES['toonify'])} "
                         "(default: %(default)s)")
     parser.add_argument("--color_transfer", action="store_true", help="D: the colour-transfer model (vtoonify_s_d_c.pt)")
-    parser.add_argument("--style_id", type=int, help="D: the model trained on this fixed style (e.g. 26)")
-    parser.add_argument("--style_degree", type=float, help="D: the model trained on this fixed degree (e.g. 0.5)")
+    parser.add_argument("--style_id", type=ranged("style_id"), help="D: the model trained on this fixed style (e.g. 26)")
+    parser.add_argument("--style_degree", type=ranged("style_degree"),
+                        help="D: the model trained on this fixed degree (e.g. 0.5)")
     parser.add_argument("--training", action="store_true", help="also fetch the training teachers (best effort)")
     parser.add_argument("--dest", type=Path, default=CHECKPOINT_DIR, help="checkpoint folder (default: %(default)s)")
     parser.add_argument("--repo", default=DEFAULT_REPO, help="Hugging Face model repository (default: %(default)s)")

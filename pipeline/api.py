@@ -133,7 +133,7 @@ def stylize_image(pipe, image: np.ndarray, options: StyleOptions | None = None, 
         return multiface_image.stylize_image(pipe, image, o.style_id, o.style_degree, o.color_transfer, o.scale_image,
                                              o.padding, faces=o.faces, max_faces=o.max_faces)
     if not o.scale_image:
-        pipe._check_memory(fitted_size(image.shape[:2], o.max_side), 1)
+        pipe._check_memory(fitted_size(image.shape[:2], o.max_side), 1, max_side=o.max_side)
     exemplar = exemplar_zplus(pipe, o.style_image)
     face = select_face(pipe.detector.detect(image))
     if face is None:
@@ -142,7 +142,7 @@ def stylize_image(pipe, image: np.ndarray, options: StyleOptions | None = None, 
     frame = apply_crop(image, params) if params else image
     style = pipe.style_code(frame, o.style_id, o.color_transfer, landmarks_in_crop(face.landmarks, image, params), exemplar)
     frame = fit_side(frame, o.max_side)
-    pipe._check_memory(frame.shape[:2], 1)
+    pipe._check_memory(frame.shape[:2], 1, scale_image=o.scale_image, max_side=o.max_side)
     return ImageResult(frame, pipe.stylize_frames([frame], style, o.style_degree)[0], params)
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal, Sequence, Union
 
 import numpy as np
 
+from common.errors import InputError
 from common.images import read_rgb
 
 __all__ = ["LANDMARKS_ENV", "LANDMARKS_FILENAME", "Face", "FaceDetector", "ImageInput", "Which", "default_detector",
@@ -187,8 +188,11 @@ def _shared_detector() -> Any:
 @functools.lru_cache(maxsize=4)
 def _shared_predictor(path: str, mtime_ns: int, size: int) -> Any:
     """The landmark model at ``path``, loaded once per (file, modification time, size): a file replaced on
-    disk is loaded again."""
-    return _import_dlib().shape_predictor(path)
+    disk is loaded again. A file that is not a dlib landmark model is an :class:`~common.errors.InputError`."""
+    try:
+        return _import_dlib().shape_predictor(path)
+    except RuntimeError as e:  # dlib's "Error deserializing object of type ..."
+        raise InputError(f"{path} is not a dlib landmark model ({e}); use {LANDMARKS_FILENAME}") from None
 
 
 _DEFAULT_DETECTOR: FaceDetector | None = None

@@ -47,9 +47,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from common.atomic import atomic_output, cache_root, file_lock
+from common.atomic import atomic_output, cache_root, file_lock, store_cache
 from common.errors import InputError
 from common.images import read_rgb
+from common.options import ranged
 from hub.released import released_path
 from model.errors import UserError
 from model.stylegan.model import apply_mapping
@@ -245,10 +246,10 @@ class ExemplarEncoder:
         label = name or (os.fspath(image) if isinstance(image, (str, os.PathLike)) else "style image")
         rgb = read_exemplar(image, label)
         cache = self._cache_path(rgb, aligned, refine, lr, reg)
-        if cache is not None and cache.is_file():
-            try:
+        if cache is not None:
+            try:  # an unreadable cache (its folder not ours) is a miss
                 code = np.load(cache, allow_pickle=False)
-                if code.shape == (1, self.n_latent, 512) and code.dtype == np.float32:
+                if code.shape == (1, self.n_latent, 512) and code.dtype == np.float32 and np.isfinite(code).all():
                     self.cache_hits += 1
                     return code
             except (OSError, ValueError):
@@ -260,9 +261,11 @@ class ExemplarEncoder:
             z = refine_code(self.generator, self.perceptual, target, z, refine, lr, reg, progress)
         code = z.cpu().numpy().astype(np.float32)
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_output(cache) as tmp, open(tmp, "wb") as f:
-                np.save(f, code, allow_pickle=False)
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as f:
+                    np.save(f, code, allow_pickle=False)
+
+            store_cache(cache, write)  # an unwritable cache folder: a warning
         return code
 
 
@@ -328,7 +331,7 @@ def exemplar_code(pipe: Any, style_image: Any, aligned: bool = False, refine: in
     return encoder.code(style_image, aligned=aligned, refine=refine, lr=lr, reg=reg, progress=progress)
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline.exstyle", description="Exemplar style codes for VToonify-D")
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("add", help="append the codes of style images to a model's exstyle_code.npy",
@@ -337,7 +340,8 @@ def _build_parser() -> argparse.ArgumentParser:
     a.add_argument("--to", required=True, help="the exstyle file to append to (created if missing)")
     a.add_argument("--names", nargs="+", default=None, help="entry names (default: the image file names)")
     a.add_argument("--style_aligned", action="store_true", help="the images are already aligned face squares")
-    a.add_argument("--style_refine", type=int, default=0, metavar="N", help="refinement steps (0 = pSp code only)")
+    a.add_argument("--style_refine", type=ranged("style_refine"), default=0, metavar="N",
+                   help="refinement steps (0 = pSp code only)")
     a.add_argument("--ckpt", default=None,
                    help="VToonify-D model whose DualStyleGAN refines the codes (default: vtoonify_s_d.pt beside --to)")
     a.add_argument("--style_encoder_path", default=released_path("encoder.pt"))
@@ -364,7 +368,7 @@ def perceptual_factory(vgg_path: str | os.PathLike, lpips_path: str | os.PathLik
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     from common.devices import resolve_device
     from common.errors import USER_ERRORS
     from model.checkpoint import load_vtoonify

@@ -19,7 +19,7 @@ import torch
 from model.errors import UserError
 
 __all__ = ["BYTES_PER_PIXEL", "FIXED_BYTES", "MAX_MEMORY_ENV", "MemoryLimitError", "available_bytes", "check_memory",
-           "estimate_bytes", "largest_side", "width_scale"]
+           "estimate_bytes", "frames_batched", "largest_side", "width_scale"]
 
 #: Working memory per input pixel of one frame in float32, with the released network sizes (VToonify
 #: forward plus BiSeNet at 2x): the slope of the growth of the peak RSS of one CPU forward over the loaded
@@ -100,9 +100,18 @@ def largest_side(size: tuple[int, int], backbone: str, batch: int, limit: int,
     return side
 
 
+def frames_batched(batch_size: int, frame_count: int | None) -> int:
+    """The frames one forward pass really holds: ``batch_size``, or fewer when the video has fewer frames
+    (``frame_count`` 0 or None: unknown, ``batch_size``)."""
+    return max(1, min(batch_size, frame_count)) if frame_count else batch_size
+
+
 def check_memory(size: tuple[int, int], backbone: str, batch: int = 1, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, scale: float = 1.0) -> None:
-    """Raise :class:`MemoryLimitError` if stylising ``batch`` frames of ``size`` = (h, w) would not fit."""
+                 dtype: torch.dtype = torch.float32, scale: float = 1.0, *, scale_image: bool = False,
+                 max_side: int | None = None) -> None:
+    """Raise :class:`MemoryLimitError` if stylising ``batch`` frames of ``size`` = (h, w) would not fit. The message
+    suggests only what is not given already (``scale_image``: the input is already cropped around the face;
+    ``max_side``: the side already asked for)."""
     limit = available_bytes(device)
     if limit is None:
         return
@@ -112,7 +121,11 @@ def check_memory(size: tuple[int, int], backbone: str, batch: int = 1, device: t
     h, w = size
     gib = 2**30
     fit = largest_side(size, backbone, batch, limit, dtype, scale)
+    fixes = [] if scale_image else ["use --scale_image to crop around the face"]
+    fixes.append(f"--max_side {fit} to shrink the input" if max_side is None else f"lower --max_side to {fit}")
+    if batch > 1:
+        fixes.append(f"a --batch_size under {batch}")
     raise MemoryLimitError(
         f"a {w}x{h} input needs about {need / gib:.1f} GiB to stylise{f' ({batch} frames per batch)' if batch > 1 else ''}"
-        f" (its result is {4 * w}x{4 * h}), but {limit / gib:.1f} GiB are available; use --scale_image to crop "
-        f"around the face, or --max_side {fit} to shrink the input" + (", or a smaller --batch_size" if batch > 1 else ""))
+        f" (its result is {4 * w}x{4 * h}), but {limit / gib:.1f} GiB are available; "
+        + ", or ".join(fixes))

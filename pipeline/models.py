@@ -284,13 +284,14 @@ class PipelineModels:
         y = self.stylize_tensor(x, style, style_degree, parsing)
         return [f[: 4 * h, : 4 * w] for f in tensor_to_frames(y, clamp=False)]
 
-    def _check_memory(self, size: tuple[int, int], batch: int) -> None:
-        """Refuse a stylisation of ``size`` that would not fit in memory (:func:`pipeline.memory.check_memory`)."""
+    def _check_memory(self, size: tuple[int, int], batch: int, **given) -> None:
+        """Refuse a stylisation of ``size`` that would not fit in memory (:func:`pipeline.memory.check_memory`;
+        ``given``: its ``scale_image`` / ``max_side``, so that the message suggests only what is not given)."""
         from pipeline.memory import check_memory, width_scale
 
         if getattr(self, "_width_scale", None) is None:
             self._width_scale = width_scale(self._vtoonify, self.backbone)  # parameter counts: any precision
-        check_memory(size, self.backbone, batch, self.device, self.dtype, self._width_scale)
+        check_memory(size, self.backbone, batch, self.device, self.dtype, self._width_scale, **given)
 
     def default_batch_size(self) -> int:
         """Frames per forward pass when none is given: 4 on CUDA, 1 elsewhere (larger batches are no faster on a

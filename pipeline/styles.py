@@ -64,8 +64,8 @@ def _read_npy_object(path: Path):
 def load_exstyle_codes(path: str | os.PathLike, n_latent: int = 18, style_dim: int = 512) -> "OrderedDict[str, np.ndarray]":
     """Read an exstyle file into an ordered ``{name: float32 (1, n_latent, style_dim)}`` dict.
 
-    Raises :class:`StyleCodeError` if the file is missing, contains anything but a dict of arrays of that
-    shape, or is empty.
+    Raises :class:`StyleCodeError` (naming the file and the entry) if the file is missing, contains anything but a
+    dict of floating-point arrays of that shape with finite values, or is empty.
     """
     path = Path(path)
     if not path.is_file():
@@ -85,7 +85,15 @@ def load_exstyle_codes(path: str | os.PathLike, n_latent: int = 18, style_dim: i
                 f"{path}: entry {name!r} has shape {arr.shape}; "
                 f"a style code is ({n_latent}, {style_dim}) or (1, {n_latent}, {style_dim})"
             )
-        codes[str(name)] = arr.astype(np.float32).reshape(1, n_latent, style_dim)
+        if arr.dtype.kind != "f":
+            raise StyleCodeError(f"{path}: entry {name!r} is {arr.dtype}; a style code is floating point (float32)")
+        with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: infinity, refused below
+            code32 = arr.astype(np.float32).reshape(1, n_latent, style_dim)
+        if not np.isfinite(code32).all():  # NaN codes render a black picture; inf too large for float32 alike
+            bad = int(code32.size - np.isfinite(code32).sum())
+            raise StyleCodeError(f"{path}: entry {name!r} has {bad} non-finite values (NaN or infinity); "
+                                 "the file is damaged: fetch or build it again")
+        codes[str(name)] = code32
     return codes
 
 

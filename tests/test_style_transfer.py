@@ -278,7 +278,7 @@ def test_no_partial_output_on_failure_midway(ckpt, astronaut_video, tmp_path, mo
     with pytest.raises(RuntimeError, match="simulated failure"):  # a bug, not a user error: it keeps its traceback
         run(ckpt, out, "--content", str(astronaut_video), "--video", "--scale_image", *PAD_ARGS)
     assert calls["n"] == 3
-    assert not any(out.iterdir())  # neither final nor .partial files
+    assert not out.exists()  # neither final nor .partial files, nor the (empty) folder the run created
 
 
 def test_pipeline_is_reusable(ckpt, astronaut_jpg, pipe_d, tmp_path):

@@ -17,6 +17,7 @@ import numpy as np
 from common.errors import NoFaceError, OptionError
 from common.options import check
 from pipeline.faces import CropParams, apply_crop, crop_parameters, landmarks_in_crop, select_face
+from pipeline.memory import frames_batched
 from pipeline.parsing import ParsingMaps
 from pipeline.results import output_paths
 from pipeline.tensors import fit_side, fitted_size
@@ -155,13 +156,14 @@ def make_plan(pipe, path: str | os.PathLike, output_dir: str | os.PathLike, opti
     maps = ParsingMaps(o.parsing_map_path) if o.parsing_map_path else None
     info = probe(path)
     batch_size = o.batch_size or pipe.default_batch_size()
+    batched = frames_batched(batch_size, frame_range[1] - frame_range[0] if frame_range else info.frame_count)
     if not o.scale_image:
-        pipe._check_memory(fitted_size((info.height, info.width), o.max_side), batch_size)
+        pipe._check_memory(fitted_size((info.height, info.width), o.max_side), batched, max_side=o.max_side)
     first = find_first_face(pipe, path, o.padding, o.scale_image, info, keep_open=frame_range is None)
     try:
         style = pipe.style_code(first.crop, o.style_id, o.color_transfer, first.landmarks, exemplar)
         first_crop = fit_side(first.crop, o.max_side)
-        pipe._check_memory(first_crop.shape[:2], batch_size)
+        pipe._check_memory(first_crop.shape[:2], batched, scale_image=o.scale_image, max_side=o.max_side)
         h, w = first_crop.shape[:2]
         if maps is not None:
             maps.check_size((h, w))

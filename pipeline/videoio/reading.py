@@ -88,6 +88,9 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
     if container.format.name == "image2" or container.format.name.endswith("_pipe"):
         raise VideoError(f"{path}: a still image ({container.format.name}), not a video; stylise it as an image")
     if not container.streams.video:
+        kinds = sorted({stream.type for stream in container.streams})
+        if kinds:  # an audio file (or subtitles ...): whole, just not a video
+            raise VideoError(f"{path}: no video stream in it (only {' and '.join(kinds)}); give a video file")
         damaged = " (an MP4/MOV file without its index: incomplete or damaged)" if _is_mp4(container) else ""
         raise VideoError(f"{path}: contains no video stream{damaged}")
     stream = container.streams.video[0]
