@@ -71,6 +71,7 @@ RANGES: dict[str, Range] = {
     "max_side": Range(8, 100_000, True, "pixels"),
     "window_size": Range(0, 64, True, "half window in frames"),
     "max_faces": Range(1, 64, True, "faces stylised per frame, the largest first"),
+    "output_scale": Range(1, 4, False, "size of the pasted-back output, times the input's"),
 }
 
 #: The values of ``--compile`` (``torch.compile`` modes of the VToonify forward).
