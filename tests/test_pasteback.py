@@ -9,12 +9,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 from skimage import data as skdata
 from stylize_helpers import PAD, make_pipeline, record_writes
 from test_multiface import group_photo
 
 from common.errors import OptionError
-from pipeline.pasteback import paste_back
+from pipeline.faces import CropParams
+from pipeline.pasteback import paste_back, paste_faces
 
 STYLE = 1
 
@@ -108,7 +110,7 @@ def test_output_scale_needs_paste_back_and_its_range(pipe, photo):
     for kwargs, message in ((dict(output_scale=2), "--paste_back"), (dict(paste_back=True, output_scale=5), "[1, 4]"),
                             (dict(paste_back=True, output_scale=0.5), "[1, 4]")):
         with pytest.raises(OptionError, match=message.replace("[", r"\[").replace("]", r"\]")):
-            pipe.stylize_image(photo, **kwargs)
+            pipe.stylize_image(photo, style_id=STYLE, **kwargs)
 
 
 def test_every_face_pasted_back(pipe):
@@ -123,6 +125,23 @@ def test_every_face_pasted_back(pipe):
     for params in [result.main_crop] + [r.params for r in result.faces]:
         face = _face_centre(params, shape, size=4)
         assert np.abs(result.output[face].astype(int) - group[face].astype(int)).mean() > 20, params
+
+
+def test_paste_faces_adds_each_extra_face_weight():
+    """Known answer: a flat frame (100), a flat result (200), a parsing that sees no face, and one extra face's
+    weight of 1 on a square of the result: only that square (mapped to the frame) takes the result."""
+    frame = np.full((96, 128, 3), 100, np.uint8)
+    params = CropParams(h=96, w=128, top=16, bottom=80, left=16, right=112, scale=1.0, blur_count=0)  # 96x64 crop
+    output = np.full((256, 384, 3), 200, np.uint8)
+    parsing = torch.zeros(19, 64, 96)
+    parsing[0] = 20  # background everywhere
+    alpha = np.zeros((256, 384), np.float32)
+    alpha[96:160, 160:224] = 1  # crop rows 24-40, columns 40-56: frame rows 40-56, columns 56-72
+    assert np.array_equal(paste_faces(frame, params, output, parsing, []), frame)
+    out = paste_faces(frame, params, output, parsing, [alpha])
+    assert (out[42:54, 58:70] == 200).all()
+    changed = np.argwhere((out != 100).any(-1))
+    assert changed.min(0).tolist() >= [38, 54] and changed.max(0).tolist() <= [57, 73]
 
 
 @pytest.fixture(scope="module")
