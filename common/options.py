@@ -115,6 +115,7 @@ RANGES: dict[str, Range] = {
     "freeze_d": Range(0, None, True, "discriminator blocks kept frozen"),
     "r1": Range(0.0, None, False, "R1 weight; 0 = off"),
     "sample_every": Range(0, None, True, "steps between sample sheets; 0 = only at the end"),
+    "output_scale": Range(1, 4, False, "size of the pasted-back output, times the input's"),
 }
 
 #: The values of ``--compile`` (``torch.compile`` modes of the VToonify forward).

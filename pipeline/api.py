@@ -24,6 +24,7 @@ from common.options import FACE_MODES, check, check_all
 from pipeline.faces import DEFAULT_PADDING, apply_crop, crop_parameters, landmarks_in_crop, select_face
 from pipeline.multiface import image as multiface_image
 from pipeline.multiface import video as multiface_video
+from pipeline.pasteback import paste_back
 from pipeline.results import ImageResult, VideoResult
 from pipeline.tensors import fit_side, fitted_size
 from pipeline.video import single
@@ -40,6 +41,8 @@ class StyleOptions:
     ``faces``: ``'largest'`` (the largest face sets the crop and the style of the whole picture) or ``'all'``
     (every face at its own scale, :mod:`pipeline.multiface`), at most ``max_faces``.
     ``max_side`` shrinks the (cropped) input so that its longer side is at most that many pixels.
+    ``paste_back``: the result is the input's full frame with the stylised crop blended back in
+    (:mod:`pipeline.pasteback`), at ``output_scale`` times the input's size (None: 1; only with ``paste_back``).
     """
 
     style_id: int = 26
@@ -51,6 +54,13 @@ class StyleOptions:
     style_image: Any = None
     faces: str = "largest"
     max_faces: int | None = None
+    paste_back: bool = False
+    output_scale: float | None = None
+
+    @property
+    def paste_scale(self) -> float:
+        """The size of a pasted-back output, times the input's (``output_scale``, default 1)."""
+        return 1.0 if self.output_scale is None else float(self.output_scale)
 
     def checked(self) -> StyleOptions:
         """``self`` if every option is in its range (:data:`common.options.RANGES`) and the options agree, else an
@@ -71,6 +81,10 @@ class StyleOptions:
             raise OptionError(f"faces must be one of {', '.join(FACE_MODES)}, got {self.faces!r}")
         if self.max_faces is not None:
             check("max_faces", self.max_faces, "--max_faces")
+        if self.output_scale is not None:
+            if not self.paste_back:
+                raise OptionError("--output_scale sets the size of the pasted-back output: add --paste_back")
+            check("output_scale", self.output_scale, "--output_scale")
         if self.faces != "largest" and (self.max_side is not None or self.style_image is not None):
             raise OptionError("--faces all does not combine with --max_side or --style_image yet; use --faces largest")
         return self
@@ -81,7 +95,8 @@ class VideoOptions(StyleOptions):
     """:class:`StyleOptions` plus what only videos have. ``batch_size``: frames per forward pass (default 1 on CPU,
     4 on CUDA); ``track``: move the crop with the face; ``smooth_parsing``: half window of the optical-flow parsing
     smoothing (0 = off); ``parsing_map_path``: precomputed ``(N, 19, H, W)`` logits; ``overlap``: decode ahead and
-    encode behind in threads; ``progress``: a progress bar."""
+    encode behind in threads; ``progress``: a progress bar. With ``paste_back`` the result video is the full frame
+    (x ``output_scale``) and ``<name>_input.mp4`` stays the crop the model was fed."""
 
     scale_image: bool = True
     batch_size: int | None = None
@@ -131,7 +146,8 @@ def stylize_image(pipe, image: np.ndarray, options: StyleOptions | None = None, 
     image = check_rgb_array(image)
     if o.faces == "all":
         return multiface_image.stylize_image(pipe, image, o.style_id, o.style_degree, o.color_transfer, o.scale_image,
-                                             o.padding, faces=o.faces, max_faces=o.max_faces)
+                                             o.padding, faces=o.faces, max_faces=o.max_faces,
+                                             paste_scale=o.paste_scale if o.paste_back else None)
     if not o.scale_image:
         pipe._check_memory(fitted_size(image.shape[:2], o.max_side), 1, max_side=o.max_side)
     exemplar = exemplar_zplus(pipe, o.style_image)
@@ -143,7 +159,10 @@ def stylize_image(pipe, image: np.ndarray, options: StyleOptions | None = None, 
     style = pipe.style_code(frame, o.style_id, o.color_transfer, landmarks_in_crop(face.landmarks, image, params), exemplar)
     frame = fit_side(frame, o.max_side)
     pipe._check_memory(frame.shape[:2], 1, scale_image=o.scale_image, max_side=o.max_side)
-    return ImageResult(frame, pipe.stylize_frames([frame], style, o.style_degree)[0], params)
+    if not o.paste_back:
+        return ImageResult(frame, pipe.stylize_frames([frame], style, o.style_degree)[0], params)
+    outputs, parsing = pipe.stylize_frames_parsed([frame], style, o.style_degree)
+    return ImageResult(frame, paste_back(image, params, outputs[0], parsing[0], o.paste_scale), params)
 
 
 def stylize_video(pipe, path: str | os.PathLike, output_dir: str | os.PathLike = "output",
@@ -164,5 +183,6 @@ def stylize_video(pipe, path: str | os.PathLike, output_dir: str | os.PathLike =
         return multiface_video.stylize_video(pipe, path, output_dir, style_id=o.style_id, style_degree=o.style_degree,
                                              color_transfer=o.color_transfer, scale_image=o.scale_image,
                                              padding=o.padding, track=o.track, faces=o.faces, max_faces=o.max_faces,
-                                             batch_size=o.batch_size, progress=o.progress, name=name)
+                                             batch_size=o.batch_size, progress=o.progress, name=name,
+                                             paste_scale=o.paste_scale if o.paste_back else None)
     return single.stylize_video(pipe, path, output_dir, o, name, frame_range, exemplar_zplus(pipe, o.style_image))

@@ -284,6 +284,13 @@ class PipelineModels:
         y = self.stylize_tensor(x, style, style_degree, parsing)
         return [f[: 4 * h, : 4 * w] for f in tensor_to_frames(y, clamp=False)]
 
+    def stylize_frames_parsed(self, frames: Sequence[np.ndarray], style: torch.Tensor | PreparedStyle,
+                              style_degree: float = 0.5) -> tuple[list[np.ndarray], torch.Tensor]:
+        """:meth:`stylize_frames` and the parsing logits it used (``(B, 19, H, W)``, cropped to the frames' size)."""
+        h, w = frames[0].shape[:2]
+        parsing = self.parse(frames_to_tensor([pad_to_multiple(f) for f in frames], self.device, self.dtype))
+        return self.stylize_frames(frames, style, style_degree, parsing), parsing[:, :, :h, :w]
+
     def _check_memory(self, size: tuple[int, int], batch: int, **given) -> None:
         """Refuse a stylisation of ``size`` that would not fit in memory (:func:`pipeline.memory.check_memory`;
         ``given``: its ``scale_image`` / ``max_side``, so that the message suggests only what is not given)."""

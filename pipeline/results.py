@@ -29,8 +29,8 @@ def output_paths(output_dir: str | Path, name: str, backbone: str, ext: str) -> 
 
 @dataclass
 class ImageResult:
-    input: np.ndarray  # the (rescaled, cropped) RGB input, H x W
-    output: np.ndarray  # RGB stylised image, 4H x 4W
+    input: np.ndarray  # the (rescaled, cropped) RGB input the model was fed, H x W
+    output: np.ndarray  # RGB stylised image, 4H x 4W; with paste_back the input's full frame (x output_scale)
     crop: CropParams | None
 
 

@@ -69,7 +69,8 @@ class VToonifyPipeline(PipelineModels):
     def stylize_image(self, image: np.ndarray, style_id: int = 26, style_degree: float = 0.5, color_transfer: bool = False,
                       scale_image: bool = False, padding: Sequence[int] = DEFAULT_PADDING,
                       max_side: int | None = None, style_image=None, faces: str = "largest",
-                      max_faces: int | None = None) -> ImageResult:
+                      max_faces: int | None = None, paste_back: bool = False,
+                      output_scale: float | None = None) -> ImageResult:
         """Stylise one RGB uint8 image (:func:`pipeline.api.stylize_image` with these :class:`pipeline.api.StyleOptions`).
 
         ``max_side`` shrinks the (cropped) input so that its longer side is at most that many pixels. The
@@ -77,10 +78,13 @@ class VToonifyPipeline(PipelineModels):
         an input too large for this machine is refused with the estimate and the options that fix it.
         ``style_image``: an exemplar picture (or its Z+ code from :meth:`exemplar_code`) instead of ``style_id``.
         ``faces='all'``: every face at its own scale (:mod:`pipeline.multiface`).
+        ``paste_back``: ``output`` is the whole image (at ``output_scale`` times its size, default 1) with the
+        stylised face blended back in (:mod:`pipeline.pasteback`).
         """
         return api.stylize_image(self, image, api.StyleOptions(
             style_id=style_id, style_degree=style_degree, color_transfer=color_transfer, scale_image=scale_image,
-            padding=tuple(padding), max_side=max_side, style_image=style_image, faces=faces, max_faces=max_faces))
+            padding=tuple(padding), max_side=max_side, style_image=style_image, faces=faces, max_faces=max_faces,
+            paste_back=paste_back, output_scale=output_scale))
 
     def stylize_video(
         self,
@@ -103,6 +107,8 @@ class VToonifyPipeline(PipelineModels):
         style_image=None,
         faces: str = "largest",
         max_faces: int | None = None,
+        paste_back: bool = False,
+        output_scale: float | None = None,
     ) -> VideoResult:
         """Stylise a video; writes ``<name>_input.mp4`` and ``<name>_vtoonify_<d|t>.mp4`` (with audio):
         :func:`pipeline.api.stylize_video` with these :class:`pipeline.api.VideoOptions`.
@@ -112,13 +118,14 @@ class VToonifyPipeline(PipelineModels):
         ``frame_range=(start, stop)`` stylises only those frames into silent segment files, for
         :func:`stylize_video_sharded` to join. ``overlap`` decodes ahead and encodes behind in two threads while
         the model runs; the output is the same either way. ``faces='all'``: every face tracked and stylised at its
-        own scale (:mod:`pipeline.multiface`), at most ``max_faces``.
+        own scale (:mod:`pipeline.multiface`), at most ``max_faces``. ``paste_back``: the result video is the whole
+        frame (at ``output_scale`` times its size) with the stylised face blended back in (:mod:`pipeline.pasteback`).
         """
         options = api.VideoOptions(
             style_id=style_id, style_degree=style_degree, color_transfer=color_transfer, scale_image=scale_image,
             padding=tuple(padding), max_side=max_side, style_image=style_image, faces=faces, max_faces=max_faces,
             batch_size=batch_size, track=track, smooth_parsing=smooth_parsing, parsing_map_path=parsing_map_path,
-            overlap=overlap, progress=progress)
+            overlap=overlap, progress=progress, paste_back=paste_back, output_scale=output_scale)
         return api.stylize_video(self, path, output_dir, options, name=name, frame_range=frame_range)
 
     def find_first_face(self, path: str | os.PathLike, padding: Sequence[int], scale_image: bool):

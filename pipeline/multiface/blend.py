@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FACE_MODES", "MASK_CLASSES", "MASK_RANGE", "FEATHER", "TAPER", "OWNERSHIP_SOFTNESS", "MIN_EYE_DISTANCE",
            "MIN_SCORE", "MASK_MEMORY", "FADE_FRAMES", "check_faces", "eye_distance", "select_faces", "canvas_parameters",
+           "crop_map", "resized_map", "scaled_size",
            "output_map", "resample", "crop_taper", "face_weight", "ownership", "blend", "composite", "shift"]
 
 #: BiSeNet (CelebAMask-HQ) labels blended: skin 1, brows 2-3, eyes 4-5, glasses 6, ears 7-8, earring 9,
@@ -73,7 +74,7 @@ def select_faces(faces: Sequence[Face], max_faces: int | None = None, min_eye_di
 
 
 # ----------------------------------------------------------------------------------------------- geometry
-def _axis_maps(params: CropParams | None, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def crop_map(params: CropParams | None, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """``(a, b)`` per axis (x, y) with ``frame coordinate = a * crop pixel + b`` (pixel centres; the crop of
     ``params``, or the whole frame when None). ``cv2.resize`` maps rescaled pixel ``i`` to ``(i + 0.5) * W / w - 0.5``."""
     height, width = shape
@@ -83,11 +84,28 @@ def _axis_maps(params: CropParams | None, shape: tuple[int, int]) -> tuple[np.nd
     return a, (np.array([params.left, params.top]) + 0.5) * a - 0.5
 
 
+_axis_maps = crop_map  # its name before paste-back needed it outside this module
+
+
+def resized_map(image_map: tuple[np.ndarray, np.ndarray], size: tuple[int, int],
+                new_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The map of an image of ``size = (W, H)`` (``image_map``: frame coordinate = a * pixel + b) resized to
+    ``new_size``: ``cv2.resize`` puts new pixel ``j`` at old pixel ``(j + 0.5) * k - 0.5``, ``k = size / new_size``."""
+    a, b = image_map
+    k = np.asarray(size, np.float64) / np.asarray(new_size, np.float64)
+    return a * k, b + a * (0.5 * k - 0.5)
+
+
+def scaled_size(shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    """``(W, H)`` of a ``shape = (H, W)`` frame resized by ``scale`` (a pasted-back output, :mod:`pipeline.pasteback`)."""
+    height, width = shape
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def output_map(params: CropParams | None, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """``(a, b)`` with ``frame coordinate = a * output pixel + b`` for the 4x output of a crop."""
-    a, b = _axis_maps(params, shape)
-    # output pixel u covers crop pixel (u + 0.5) / 4 - 0.5
-    return a / 4, b + a * (0.5 / 4 - 0.5)
+    size = (shape[1], shape[0]) if params is None else params.crop_size
+    return resized_map(crop_map(params, shape), size, (4 * size[0], 4 * size[1]))
 
 
 def resample(src: np.ndarray, src_map: tuple[np.ndarray, np.ndarray], dst_map: tuple[np.ndarray, np.ndarray],

@@ -82,8 +82,10 @@ def style_codes(pipe, jobs: Sequence[tuple[np.ndarray, np.ndarray]], style_id: i
 
 def stylize_image(pipe, image: np.ndarray, style_id: int = 26, style_degree: float = 0.5,
                   color_transfer: bool = False, scale_image: bool = False, padding: Sequence[int] = DEFAULT_PADDING,
-                  faces: str = "all", max_faces: int | None = None, batch: int | None = None) -> MultiFaceImageResult:
-    """Stylise every face of one RGB uint8 image (``faces='all'``; see the module docstring)."""
+                  faces: str = "all", max_faces: int | None = None, batch: int | None = None,
+                  paste_scale: float | None = None) -> MultiFaceImageResult:
+    """Stylise every face of one RGB uint8 image (``faces='all'``; see the module docstring). With ``paste_scale``
+    the ``output`` is the whole image at that scale with every face pasted back (:mod:`pipeline.pasteback`)."""
     check_faces(faces, max_faces)
     if faces != "all":
         raise OptionError("pipeline.multiface renders faces='all'; 'largest' is VToonifyPipeline's own path")
@@ -105,10 +107,15 @@ def stylize_image(pipe, image: np.ndarray, style_id: int = 26, style_degree: flo
         raise NoFaceError("no face found for the style encoder (FFHQ alignment failed)")
     keep = [i for i, c in enumerate(codes[1:]) if c is not None]  # a face the encoder cannot align is left out
     canvas = apply_crop(image, canvas_params) if canvas_params is not None else image
-    canvas_out = pipe.stylize_frames([canvas], codes[0], style_degree)[0]
+    canvas_outs, canvas_parsing = pipe.stylize_frames_parsed([canvas], codes[0], style_degree)
+    canvas_out = canvas_outs[0]
     outs, parsings = stylize_crops(pipe, [other_crops[i] for i in keep], [codes[i + 1] for i in keep], style_degree,
                                     batch or pipe.default_batch_size())
     renders = [FaceRender(others[i], other_params[i], other_crops[i], out, face_weight(p),
                           np.mean(others[i].eye_centres, axis=0)) for i, out, p in zip(keep, outs, parsings)]
     output = composite(shape, canvas_params, canvas_out, main_params, np.mean(main.eye_centres, axis=0), renders)
+    if paste_scale is not None:
+        from pipeline.pasteback import paste_faces  # lazily: pipeline.pasteback imports this package's blend
+
+        output = paste_faces(image, canvas_params, output, canvas_parsing[0], [r.alpha for r in renders], paste_scale)
     return MultiFaceImageResult(canvas, output, canvas_params, canvas_out, main_params, renders)

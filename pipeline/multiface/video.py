@@ -23,6 +23,7 @@ from pipeline.multiface.blend import (
     composite,
     eye_distance,
     face_weight,
+    scaled_size,
     select_faces,
     shift,
 )
@@ -224,7 +225,8 @@ class _Tracks:
             mparams = self.main.current
         # the canvas: the main face's crop (or the whole frame), as `largest` renders it
         canvas = apply_crop(frame, cparams) if cparams is not None else frame
-        canvas_out = self.pipe.stylize_frames([canvas], self.main_style, o["style_degree"])[0]
+        canvas_outs, canvas_parsing = self.pipe.stylize_frames_parsed([canvas], self.main_style, o["style_degree"])
+        canvas_out = canvas_outs[0]
         active = self._active(frame, matched)
         crops = [apply_crop(frame, t.current) for t in active]
         outs, parsings = stylize_crops(self.pipe, crops, [t.style for t in active], o["style_degree"], o["batch"])
@@ -242,6 +244,10 @@ class _Tracks:
             t.age += 1
         centre = self.main_centre + shift(self.main_params, mparams, shape)
         output = composite(shape, cparams, canvas_out, mparams, centre, renders, presence)
+        if o["paste_scale"] is not None:
+            from pipeline.pasteback import paste_faces  # lazily: pipeline.pasteback imports this package's blend
+
+            output = paste_faces(frame, cparams, output, canvas_parsing[0], [r.alpha for r in renders], o["paste_scale"])
         self.frame_tracks.append(tuple(r.track_id for r in renders))
         return FrameFaces(index, canvas, output, canvas_out, cparams, renders)
 
@@ -251,13 +257,15 @@ def stylize_video(pipe, path: str | os.PathLike, output_dir: str | os.PathLike =
                   padding: Sequence[int] = DEFAULT_PADDING, track: bool = False, faces: str = "all",
                   max_faces: int | None = None, batch_size: int | None = None, progress: bool = True,
                   name: str | None = None, fade_frames: int = FADE_FRAMES, mask_memory: float = MASK_MEMORY,
-                  on_frame: Callable[[FrameFaces], None] | None = None) -> MultiFaceVideoResult:
+                  on_frame: Callable[[FrameFaces], None] | None = None,
+                  paste_scale: float | None = None) -> MultiFaceVideoResult:
     """Stylise every face of a video (``faces='all'``); writes the files :func:`pipeline.api.stylize_video` writes,
     each frame at its input frame's time, with the audio. The canvas size is fixed (with ``scale_image``: the main
     face's crop at the first frame with a face, grown to hold the face crops of every frame); with ``track`` it
     follows the main face. ``on_frame`` is called with each frame's :class:`FrameFaces` (for tests and figures).
     ``batch_size`` bounds how many face crops of one size go through the model together (default 1 on CPU, 4 on
-    CUDA)."""
+    CUDA). With ``paste_scale`` the result video is the whole frame at that scale with every face pasted back
+    (:mod:`pipeline.pasteback`); the input copy stays the canvas the model was fed."""
     from tqdm.auto import tqdm
 
     check_faces(faces, max_faces)
@@ -287,18 +295,19 @@ def stylize_video(pipe, path: str | os.PathLike, output_dir: str | os.PathLike =
         raise NoFaceError("no face found for the style encoder (FFHQ alignment failed)")
     options = dict(padding=padding, track=track, fade_frames=fade_frames, max_faces=max_faces, style_id=style_id,
                    color_transfer=color_transfer, style_degree=style_degree, mask_memory=mask_memory,
-                   batch=batch_size or pipe.default_batch_size())
+                   batch=batch_size or pipe.default_batch_size(), paste_scale=paste_scale)
     tracks = _Tracks(pipe, shape, detections, first, chosen, canvas_params, pipe.prepare_style(main_style), options)
     if canvas_params is not None:
         h, w = canvas_params.bottom - canvas_params.top, canvas_params.right - canvas_params.left
     else:
         h, w = shape
+    out_w, out_h = (4 * w, 4 * h) if paste_scale is None else scaled_size(shape, paste_scale)
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     in_path, out_path = output_paths(output_dir, name or Path(path).stem, pipe.backbone, ".mp4")
     written = 0
     timing = dict(audio_from=path, timestamps=True)  # output timing follows the input's, as the one-face path
     with VideoReader(path, info=info) as reader, VideoWriter(in_path, info.fps, w, h, **timing) as w_in, \
-            VideoWriter(out_path, info.fps, 4 * w, 4 * h, **timing) as w_out, \
+            VideoWriter(out_path, info.fps, out_w, out_h, **timing) as w_out, \
             tqdm(total=info.frame_count, unit="frame", disable=not progress, desc=out_path.name) as bar:
         for index, frame in enumerate(reader):
             if frame.shape[:2] != shape:
@@ -312,3 +321,4 @@ def stylize_video(pipe, path: str | os.PathLike, output_dir: str | os.PathLike =
             bar.update(1)
     return MultiFaceVideoResult(in_path, out_path, written, float(info.fps), first, canvas_params, 0, tracks.history,
                                 tracks.frame_tracks)
+

@@ -92,6 +92,7 @@ class VideoPlan:
     writer_options: dict
     batch_size: int
     max_side: int | None = None
+    paste_scale: float | None = None  # paste_back's output scale (None: no paste-back)
     reader: VideoReader | None = None  # the reader the first face was found with (still open), and its frames
     held: deque = field(default_factory=deque)
 
@@ -124,25 +125,22 @@ class VideoPlan:
         for index, frame in enumerate(reader, start=index + 1):
             yield index, frame, reader.frame_time
 
-    def crops(self, reader: VideoReader) -> Iterator[tuple[int, np.ndarray, float | None]]:
-        """``(index, cropped frame, presentation time)`` of the frame range: decode + crop (+ tracking); runs
-        in the read-ahead thread when overlap is on."""
+    def crops(self, reader: VideoReader) -> Iterator[tuple[int, np.ndarray, float | None, tuple | None]]:
+        """``(index, cropped frame, presentation time, source)`` of the frame range: decode + crop (+ tracking); runs
+        in the read-ahead thread when overlap is on. ``source``: ``(frame, its crop)`` for the paste-back, else None."""
         h, w = self.size
         for index, frame, time in self.frames(reader):
             if index < self.start:
                 continue
             if self.stop is not None and index >= self.stop:
                 break
-            if self.params is None:
-                crop = frame
-            elif self.tracker is not None and index >= self.first:
-                crop = apply_crop(frame, self.tracker.update(frame))
-            else:
-                crop = apply_crop(frame, self.params)
-            crop = fit_side(crop, self.max_side)
+            params = self.params
+            if self.tracker is not None and index >= self.first:
+                params = self.tracker.update(frame)
+            crop = fit_side(apply_crop(frame, params) if params is not None else frame, self.max_side)
             if crop.shape[:2] != (h, w):
                 raise VideoError(f"{self.path}: frame {index} is {crop.shape[1]}x{crop.shape[0]}, expected {w}x{h}")
-            yield index, crop, time
+            yield index, crop, time, (frame, params) if self.paste_scale is not None else None
 
 
 def make_plan(pipe, path: str | os.PathLike, output_dir: str | os.PathLike, options, name: str | None = None,
@@ -184,7 +182,7 @@ def make_plan(pipe, path: str | os.PathLike, output_dir: str | os.PathLike, opti
         tracker = FaceTracker(first.params, pipe.detector) if (o.track and first.params is not None) else None
         return VideoPlan(path, info, first.index, first.params, pipe.prepare_style(style), tracker, maps, smoother,
                          (h, w), in_path, out_path, start, stop, writer_options, batch_size, o.max_side,
-                         first.reader, first.held)
+                         o.paste_scale if o.paste_back else None, first.reader, first.held)
     except BaseException:
         if first.reader is not None:
             first.reader.close()
