@@ -13,6 +13,7 @@ All flags of the original script keep their names, meanings and defaults; the re
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 from pathlib import Path
@@ -31,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Style transfer of portrait images and videos with VToonify",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # --- the original's flags ------------------------------------------------------------------
-    p.add_argument("--content", type=str, default="./data/077436.jpg", help="path of the content image/video")
+    p.add_argument("--content", type=str, nargs="+", default="./data/077436.jpg",
+                   help="the content image/video; several paths, folders (searched recursively) and globs stylise them "
+                        "all with one model load (photos and videos told apart by their content)")
     p.add_argument("--style_id", type=RANGES["style_id"].parser("--style_id"), default=26,
                    help="the id of the exemplar style (VToonify-D)")
     p.add_argument("--style_degree", type=RANGES["style_degree"].parser("--style_degree"), default=0.5,
@@ -91,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style_refine", type=int, default=0, metavar="N",
                    help="refine the --style_image code with N optimisation steps through DualStyleGAN "
                         "(needs the LPIPS weights)")
+    p.add_argument("--skip_existing", action="store_true",
+                   help="several inputs: skip those whose outputs are already there (a killed batch resumes)")
     return p
 
 
@@ -126,23 +131,41 @@ def _require_files(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> list[Path]:
-
-    from common.devices import local_rank, world_size
-    from common.errors import InputError, MissingFileError, OptionError
+    from common.errors import InputError, MissingFileError
     from common.images import read_image_file
-    from pipeline import api
-    from pipeline.precision import bf16_tip
-    from pipeline.results import atomic_imwrite, output_paths
-    from pipeline.stylize import VToonifyPipeline
 
+    contents = [args.content] if isinstance(args.content, str) else list(args.content)
+    if len(contents) > 1 or os.path.isdir(contents[0]) or (not os.path.exists(contents[0]) and glob.has_magic(contents[0])):
+        return _run_batch(args, contents)
+    args.content = contents[0]
     if not os.path.exists(args.content):
         raise MissingFileError(f"content not found: {args.content}")
     if os.path.isdir(args.content):
         raise InputError(f"--content {args.content} is a folder; give an image file (or a video file with --video)")
-    if os.path.exists(args.output_path) and not os.path.isdir(args.output_path):
-        raise OptionError(f"--output_path {args.output_path} is a file; give the folder for the results "
-                          "(it is created if it does not exist)")
+    _check_output_folder(args.output_path)
     rgb = None if args.video else read_image_file(args.content)  # a damaged photo stops before any model loads
+    pipe, style, world = _load(args)
+    basename = _output_name(args.content)
+    if args.video:
+        return _write_video(args, pipe, style, args.content, args.output_path, basename, world)
+    return _write_image(pipe, rgb, style, args.output_path, basename)
+
+
+def _check_output_folder(path: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        from common.errors import OptionError
+
+        raise OptionError(f"--output_path {path} is a file; give the folder for the results "
+                          "(it is created if it does not exist)")
+
+
+def _load(args: argparse.Namespace):
+    """The pipeline (one load for all inputs), the style options shared by all inputs, and the torchrun world size."""
+    from common.devices import local_rank, world_size
+    from common.errors import OptionError
+    from pipeline.precision import bf16_tip
+    from pipeline.stylize import VToonifyPipeline
+
     _require_files(args)
     device = "cpu" if args.cpu else args.device
     world = world_size()
@@ -168,29 +191,73 @@ def _run(args: argparse.Namespace) -> list[Path]:
     if tip:
         print(tip, file=sys.stderr)
     os.makedirs(args.output_path, exist_ok=True)
-    basename = _output_name(args.content)
-
     style = dict(style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
                  scale_image=args.scale_image, padding=tuple(args.padding), max_side=args.max_side,
                  style_image=style_image, faces=args.faces, max_faces=args.max_faces)
-    if args.video:
-        options = api.VideoOptions(**style, batch_size=args.batch_size, track=args.track,
-                                   smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path,
-                                   progress=not args.no_progress)
-        if world > 1:  # one contiguous frame range per torchrun process, joined losslessly by rank 0
-            from pipeline.sharding import run_under_torchrun
+    # TODO(paste-back, issue 22 item 2): pass paste_back=args.paste_back, output_scale=args.output_scale once
+    # pipeline.api.StyleOptions has those fields (the parser flags are added with them).
+    return pipe, style, world
 
-            result = run_under_torchrun(pipe, args.content, args.output_path, basename, progress=not args.no_progress,
-                                        options=options)
-        else:
-            result = api.stylize_video(pipe, args.content, args.output_path, options, name=basename)
-        return [result.input_path, result.output_path] if result is not None else []
+
+def _write_video(args, pipe, style: dict, content, output_dir, basename: str, world: int = 1) -> list[Path]:
+    from pipeline import api
+
+    options = api.VideoOptions(**style, batch_size=args.batch_size, track=args.track,
+                               smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path,
+                               progress=not args.no_progress)
+    if world > 1:  # one contiguous frame range per torchrun process, joined losslessly by rank 0
+        from pipeline.sharding import run_under_torchrun
+
+        result = run_under_torchrun(pipe, content, output_dir, basename, progress=not args.no_progress,
+                                    options=options)
+    else:
+        result = api.stylize_video(pipe, content, output_dir, options, name=basename)
+    return [result.input_path, result.output_path] if result is not None else []
+
+
+def _write_image(pipe, rgb, style: dict, output_dir, basename: str) -> list[Path]:
+    from pipeline import api
+    from pipeline.results import atomic_imwrite, output_paths
 
     result = api.stylize_image(pipe, rgb, api.StyleOptions(**style))
-    paths = list(output_paths(args.output_path, basename, pipe.backbone, ".jpg"))
+    paths = list(output_paths(output_dir, basename, pipe.backbone, ".jpg"))
     atomic_imwrite(paths[0], result.input)
     atomic_imwrite(paths[1], result.output)
     return paths
+
+
+def _run_batch(args: argparse.Namespace, contents: list[str]) -> list[Path]:
+    """Several inputs with one model load (:mod:`pipeline.batch`); a user error if any input failed."""
+    from common.devices import world_size
+    from common.errors import OptionError, UserError
+    from common.images import read_image_file
+    from pipeline.batch import BatchJob, discover, run_batch
+    from pipeline.results import output_paths
+
+    if world_size() > 1:
+        raise OptionError("torchrun splits one video across processes; give one --content video")
+    if args.parsing_map_path:
+        raise OptionError("--parsing_map_path holds the maps of one video; give one --content video")
+    _check_output_folder(args.output_path)
+    items = discover(contents)  # a missing path fails before any model loads
+    pipe, style, _ = _load(args)
+
+    def stylize(item, kind, out_dir, name):
+        os.makedirs(out_dir, exist_ok=True)
+        if kind == "video":
+            return _write_video(args, pipe, style, item.path, out_dir, name)
+        return _write_image(pipe, read_image_file(item.path), style, out_dir, name)
+
+    def outputs(out_dir, name, kind):
+        return output_paths(out_dir, name, pipe.backbone, ".mp4" if kind == "video" else ".jpg")
+
+    report = run_batch(items, args.output_path, BatchJob(stylize, outputs), force_video=args.video,
+                       skip_existing=args.skip_existing, progress=not args.no_progress)
+    print(report.summary(), file=sys.stderr)
+    if report.failed:
+        _report(report.written)
+        raise UserError(f"{len(report.failed)} of {len(items)} input(s) failed (listed above)")
+    return report.written
 
 
 def _output_name(content: str) -> str:
