@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from common.options import COMPILE_MODES, FACE_MODES, RANGES
-from hub.released import default_model, released_path
+from hub.released import STYLES, default_model, files_for, released_path
 from pipeline.precision import BF16_PSNR_DB, BF16_SPEEDUP
 
 __all__ = ["build_parser", "main"]
@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style_refine", type=int, default=0, metavar="N",
                    help="refine the --style_image code with N optimisation steps through DualStyleGAN "
                         "(needs the LPIPS weights)")
+    p.add_argument("--style", type=str, default=None, choices=list(dict.fromkeys(s for v in STYLES.values() for s in v)),
+                   help="a released style by name: its model for --backbone (and --color_transfer) from ./checkpoint, "
+                        "downloaded on first use; an explicit --ckpt wins")
+    p.add_argument("--list_styles", action="store_true",
+                   help="list the released styles with their files, sizes and which are already here, then exit")
     p.add_argument("--skip_existing", action="store_true",
                    help="several inputs: skip those whose outputs are already there (a killed batch resumes)")
     return p
@@ -102,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _needed_files(args: argparse.Namespace) -> list[tuple[str, bool]]:
     """The files the run loads, each with whether it is the default path (not one the user named)."""
     defaults = build_parser()
-    ckpt_default = args.ckpt == defaults.get_default("ckpt")
+    ckpt_default = args.ckpt in (defaults.get_default("ckpt"), _style_model(args))
     needed = [(args.ckpt, ckpt_default),
               (args.style_encoder_path, args.style_encoder_path == defaults.get_default("style_encoder_path")),
               (args.faceparsing_path, args.faceparsing_path == defaults.get_default("faceparsing_path"))]
@@ -110,6 +115,19 @@ def _needed_files(args: argparse.Namespace) -> list[tuple[str, bool]]:
         exstyle = args.exstyle_path or os.path.join(os.path.dirname(args.ckpt), "exstyle_code.npy")
         needed.append((exstyle, args.exstyle_path is None and ckpt_default))
     return needed
+
+
+def _style_model(args: argparse.Namespace) -> str | None:
+    """The released model ``--style`` names for ``--backbone`` / ``--color_transfer`` (``None`` without --style)."""
+    if args.style is None:
+        return None
+    return released_path(files_for(args.backbone, args.style, color_transfer=args.color_transfer)[2])
+
+
+def _resolve_style(args: argparse.Namespace) -> None:
+    """``--style NAME`` picks the released model unless --ckpt names one."""
+    if args.style is not None and args.ckpt == build_parser().get_default("ckpt"):
+        args.ckpt = _style_model(args)
 
 
 def _require_files(args: argparse.Namespace) -> None:
@@ -135,6 +153,7 @@ def _run(args: argparse.Namespace) -> list[Path]:
     from common.images import read_image_file
 
     contents = [args.content] if isinstance(args.content, str) else list(args.content)
+    _resolve_style(args)
     if len(contents) > 1 or os.path.isdir(contents[0]) or (not os.path.exists(contents[0]) and glob.has_magic(contents[0])):
         return _run_batch(args, contents)
     args.content = contents[0]
@@ -275,6 +294,13 @@ def _report(paths: list[Path]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from common.cli import run_cli
+
+    if args.list_styles:
+        from hub.catalog import style_table
+        from hub.first_run import downloads_disabled
+
+        offline = downloads_disabled(args.no_download)  # no hub lookups: every size is unknown
+        return run_cli(lambda: style_table(CHECKPOINT_DIR, (lambda rels: {}) if offline else None), print)
 
     return run_cli(lambda: _run(args), _report)
 
