@@ -16,7 +16,7 @@ from pipeline.batch import discover, media_kind
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory, astronaut_jpg, astronaut_video) -> Path:
     """in/a/x.png, in/b/x.png (another picture, same name), in/clip.bin (a video under a name that does not say so),
-    in/broken.jpg (damaged), in/notes.txt (no media) and a hidden file."""
+    in/broken.jpg (damaged), in/cup.png (no face), in/notes.txt (no media) and a hidden file."""
     root = tmp_path_factory.mktemp("batch") / "in"
     (root / "a").mkdir(parents=True)
     (root / "b").mkdir()
@@ -24,6 +24,7 @@ def photo_folder(tmp_path_factory, astronaut_jpg, astronaut_video) -> Path:
     flipped = np.ascontiguousarray(skdata.astronaut()[:, ::-1])
     cv2.imwrite(str(root / "b" / "x.png"), cv2.cvtColor(flipped, cv2.COLOR_RGB2BGR))
     shutil.copy(astronaut_video, root / "clip.bin")
+    cv2.imwrite(str(root / "cup.png"), skdata.coffee()[:200, :200])  # no face
     (root / "broken.jpg").write_bytes(astronaut_jpg.read_bytes()[:5000][::-1])
     (root / "notes.txt").write_text("not a picture")
     (root / ".hidden.png").write_bytes(b"x")
@@ -39,7 +40,7 @@ def test_media_kind_reads_the_content(photo_folder):
 
 def test_discover_keeps_relative_folders(photo_folder):
     found = {(i.path.relative_to(photo_folder).as_posix(), i.subdir, i.named) for i in discover([str(photo_folder)])}
-    assert found == {("a/x.png", "a", False), ("b/x.png", "b", False), ("broken.jpg", "", False),
+    assert found == {("a/x.png", "a", False), ("b/x.png", "b", False), ("broken.jpg", "", False), ("cup.png", "", False),
                      ("clip.bin", "", False), ("notes.txt", "", False)}
     globbed = discover([str(photo_folder / "*" / "x.png"), str(photo_folder / "a" / "x.png")])  # each file once
     assert [(i.path.name, i.subdir) for i in globbed] == [("x.png", "a"), ("x.png", "b")]
@@ -51,13 +52,15 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 def test_folder_of_photos_and_a_video(ckpt, photo_folder, tmp_path, capsys):
     out = tmp_path / "out"
-    assert run(ckpt, out, "--content", str(photo_folder), "--scale_image", *PAD_ARGS) == 1  # broken.jpg failed
+    assert run(ckpt, out, "--content", str(photo_folder), "--scale_image", *PAD_ARGS) == 1  # broken.jpg, cup.png failed
     err = capsys.readouterr().err
     assert sorted(_mtimes(out)) == ["a/x_input.jpg", "a/x_vtoonify_d.jpg", "b/x_input.jpg", "b/x_vtoonify_d.jpg",
                                     "clip_input.mp4", "clip_vtoonify_d.mp4"]
     assert [line for line in err.splitlines() if line.startswith("failed")] == [
-        f"failed {photo_folder / 'broken.jpg'}: not a readable photo or video (damaged or another kind of file)"]
-    assert "3 done, 1 skipped, 1 failed" in err and f"skipped {photo_folder / 'notes.txt'}: not a photo or video" in err
+        f"failed {photo_folder / 'broken.jpg'}: not a readable photo or video (damaged or another kind of file)",
+        f"failed {photo_folder / 'cup.png'}: no face found in the image"]
+    assert "3 done, 1 skipped, 2 failed" in err and "error: 2 of 6 input(s) failed" in err
+    assert f"skipped {photo_folder / 'notes.txt'}: not a photo or video" in err
     # each output is byte for byte what a run on that one file writes
     single = tmp_path / "single"
     assert run(ckpt, single, "--content", str(photo_folder / "b" / "x.png"), "--scale_image", *PAD_ARGS) == 0
@@ -68,7 +71,7 @@ def test_folder_of_photos_and_a_video(ckpt, photo_folder, tmp_path, capsys):
     before = _mtimes(out)
     assert run(ckpt, out, "--content", str(photo_folder), "--scale_image", *PAD_ARGS, "--skip_existing") == 1
     assert _mtimes(out) == before
-    assert "0 done, 4 skipped, 1 failed" in capsys.readouterr().err
+    assert "0 done, 4 skipped, 2 failed" in capsys.readouterr().err
     (out / "a" / "x_vtoonify_d.jpg").unlink()
     assert run(ckpt, out, "--content", str(photo_folder / "a"), str(photo_folder / "b"), "--scale_image", *PAD_ARGS,
                "--skip_existing") == 0
