@@ -13,12 +13,13 @@ All flags of the original script keep their names, meanings and defaults; the re
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 from pathlib import Path
 
 from common.options import COMPILE_MODES, ENGINES, FACE_MODES, RANGES
-from hub.released import default_model, released_path
+from hub.released import STYLES, default_model, files_for, released_path
 from pipeline.precision import BF16_PSNR_DB, BF16_SPEEDUP
 
 __all__ = ["build_parser", "main"]
@@ -31,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Style transfer of portrait images and videos with VToonify",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # --- the original's flags ------------------------------------------------------------------
-    p.add_argument("--content", type=str, default="./data/077436.jpg", help="path of the content image/video")
+    p.add_argument("--content", type=str, nargs="+", default="./data/077436.jpg",
+                   help="the content image/video; several paths, folders (searched recursively) and globs stylise them "
+                        "all with one model load (photos and videos told apart by their content)")
     p.add_argument("--style_id", type=RANGES["style_id"].parser("--style_id"), default=26,
                    help="the id of the exemplar style (VToonify-D)")
     p.add_argument("--style_degree", type=RANGES["style_degree"].parser("--style_degree"), default=0.5,
@@ -68,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=COMPILE_MODES,
                    help="torch.compile the VToonify forward (bare --compile: 'default'; 'reduce-overhead' adds CUDA graphs on "
                         "a GPU); compiling takes a minute or more, so it pays off on videos")
+    p.add_argument("--paste_back", action="store_true",
+                   help="write the input's full frame at its own size with the stylised face blended back in (photos and "
+                        "videos; with --track, --faces all, or without --scale_image)")
+    p.add_argument("--output_scale", type=RANGES["output_scale"].parser("--output_scale"), default=None, metavar="S",
+                   help="--paste_back: the output's size, times the input's (1 to 4; default 1)")
     p.add_argument("--engine", type=str, default="torch", choices=ENGINES,
                    help="what runs VToonify and the face parser: torch, or (CPU) onnxruntime / openvino, exported to ONNX "
                         "on first use into ~/.cache/vtoonify/engines ($VTOONIFY_CACHE); with --dtype bfloat16, openvino "
@@ -95,13 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style_refine", type=RANGES["style_refine"].parser("--style_refine"), default=0, metavar="N",
                    help="refine the --style_image code with N optimisation steps through DualStyleGAN "
                         "(needs the LPIPS weights)")
+    p.add_argument("--style", type=str, default=None, choices=list(dict.fromkeys(s for v in STYLES.values() for s in v)),
+                   help="a released style by name: its model for --backbone (and --color_transfer) from ./checkpoint, "
+                        "downloaded on first use; an explicit --ckpt wins")
+    p.add_argument("--list_styles", action="store_true",
+                   help="list the released styles with their files, sizes and which are already here, then exit")
+    p.add_argument("--skip_existing", action="store_true",
+                   help="several inputs: skip those whose outputs are already there (a killed batch resumes)")
     return p
 
 
 def _needed_files(args: argparse.Namespace) -> list[tuple[str, bool]]:
     """The files the run loads, each with whether it is the default path (not one the user named)."""
     defaults = build_parser()
-    ckpt_default = args.ckpt == defaults.get_default("ckpt")
+    ckpt_default = args.ckpt in (defaults.get_default("ckpt"), _style_model(args))
     needed = [(args.ckpt, ckpt_default),
               (args.style_encoder_path, args.style_encoder_path == defaults.get_default("style_encoder_path")),
               (args.faceparsing_path, args.faceparsing_path == defaults.get_default("faceparsing_path"))]
@@ -109,6 +124,19 @@ def _needed_files(args: argparse.Namespace) -> list[tuple[str, bool]]:
         exstyle = args.exstyle_path or os.path.join(os.path.dirname(args.ckpt), "exstyle_code.npy")
         needed.append((exstyle, args.exstyle_path is None and ckpt_default))
     return needed
+
+
+def _style_model(args: argparse.Namespace) -> str | None:
+    """The released model ``--style`` names for ``--backbone`` / ``--color_transfer`` (``None`` without --style)."""
+    if args.style is None:
+        return None
+    return released_path(files_for(args.backbone, args.style, color_transfer=args.color_transfer)[2])
+
+
+def _resolve_style(args: argparse.Namespace) -> None:
+    """``--style NAME`` picks the released model unless --ckpt names one."""
+    if args.style is not None and args.ckpt == build_parser().get_default("ckpt"):
+        args.ckpt = _style_model(args)
 
 
 def _require_files(args: argparse.Namespace) -> None:
@@ -130,26 +158,45 @@ def _require_files(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> list[Path]:
-
-    from common.devices import local_rank, world_size
-    from common.errors import InputError, MissingFileError, OptionError
+    from common.errors import InputError, MissingFileError
     from common.images import read_image_file
-    from pipeline import api
-    from pipeline.precision import bf16_tip
     from pipeline.preflight import preflight
-    from pipeline.results import atomic_imwrite_all, output_paths
-    from pipeline.stylize import VToonifyPipeline
 
+    contents = [args.content] if isinstance(args.content, str) else list(args.content)
+    _resolve_style(args)
+    if len(contents) > 1 or os.path.isdir(contents[0]) or (not os.path.exists(contents[0]) and glob.has_magic(contents[0])):
+        return _run_batch(args, contents)
+    args.content = contents[0]
     if not os.path.exists(args.content):
         raise MissingFileError(f"content not found: {args.content}")
     if os.path.isdir(args.content):
         raise InputError(f"--content {args.content} is a folder; give an image file (or a video file with --video)")
-    if os.path.exists(args.output_path) and not os.path.isdir(args.output_path):
-        raise OptionError(f"--output_path {args.output_path} is a file; give the folder for the results "
-                          "(it is created if it does not exist)")
+    _check_output_folder(args.output_path)
     for note in preflight(args):  # device, options, output folder checked before any work; ignored flags said
         print(f"warning: {note}", file=sys.stderr)
     rgb = None if args.video else read_image_file(args.content)  # a damaged photo stops before any model loads
+    pipe, style, world = _load(args)
+    basename = _output_name(args.content)
+    if args.video:
+        return _write_video(args, pipe, style, args.content, args.output_path, basename, world)
+    return _write_image(pipe, rgb, style, args.output_path, basename)
+
+
+def _check_output_folder(path: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        from common.errors import OptionError
+
+        raise OptionError(f"--output_path {path} is a file; give the folder for the results "
+                          "(it is created if it does not exist)")
+
+
+def _load(args: argparse.Namespace):
+    """The pipeline (one load for all inputs), the style options shared by all inputs, and the torchrun world size."""
+    from common.devices import local_rank, world_size
+    from common.errors import OptionError
+    from pipeline.precision import bf16_tip
+    from pipeline.stylize import VToonifyPipeline
+
     _require_files(args)
     device = "cpu" if args.cpu else args.device
     world = world_size()
@@ -175,28 +222,71 @@ def _run(args: argparse.Namespace) -> list[Path]:
     if tip:
         print(tip, file=sys.stderr)
     os.makedirs(args.output_path, exist_ok=True)
-    basename = _output_name(args.content)
-
     style = dict(style_id=args.style_id, style_degree=args.style_degree, color_transfer=args.color_transfer,
                  scale_image=args.scale_image, padding=tuple(args.padding), max_side=args.max_side,
-                 style_image=style_image, faces=args.faces, max_faces=args.max_faces)
-    if args.video:
-        options = api.VideoOptions(**style, batch_size=args.batch_size, track=args.track,
-                                   smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path,
-                                   progress=not args.no_progress)
-        if world > 1:  # one contiguous frame range per torchrun process, joined losslessly by rank 0
-            from pipeline.sharding import run_under_torchrun
+                 style_image=style_image, faces=args.faces, max_faces=args.max_faces, paste_back=args.paste_back,
+                 output_scale=args.output_scale)
+    return pipe, style, world
 
-            result = run_under_torchrun(pipe, args.content, args.output_path, basename, progress=not args.no_progress,
-                                        options=options)
-        else:
-            result = api.stylize_video(pipe, args.content, args.output_path, options, name=basename)
-        return [result.input_path, result.output_path] if result is not None else []
+
+def _write_video(args, pipe, style: dict, content, output_dir, basename: str, world: int = 1) -> list[Path]:
+    from pipeline import api
+
+    options = api.VideoOptions(**style, batch_size=args.batch_size, track=args.track,
+                               smooth_parsing=args.smooth_parsing, parsing_map_path=args.parsing_map_path,
+                               progress=not args.no_progress)
+    if world > 1:  # one contiguous frame range per torchrun process, joined losslessly by rank 0
+        from pipeline.sharding import run_under_torchrun
+
+        result = run_under_torchrun(pipe, content, output_dir, basename, progress=not args.no_progress,
+                                    options=options)
+    else:
+        result = api.stylize_video(pipe, content, output_dir, options, name=basename)
+    return [result.input_path, result.output_path] if result is not None else []
+
+
+def _write_image(pipe, rgb, style: dict, output_dir, basename: str) -> list[Path]:
+    from pipeline import api
+    from pipeline.results import atomic_imwrite_all, output_paths
 
     result = api.stylize_image(pipe, rgb, api.StyleOptions(**style))
-    paths = list(output_paths(args.output_path, basename, pipe.backbone, ".jpg"))
+    paths = list(output_paths(output_dir, basename, pipe.backbone, ".jpg"))
     atomic_imwrite_all([(paths[0], result.input), (paths[1], result.output)])  # both or neither (a full disk)
     return paths
+
+
+def _run_batch(args: argparse.Namespace, contents: list[str]) -> list[Path]:
+    """Several inputs with one model load (:mod:`pipeline.batch`); a user error if any input failed."""
+    from common.devices import world_size
+    from common.errors import OptionError, UserError
+    from common.images import read_image_file
+    from pipeline.batch import BatchJob, discover, run_batch
+    from pipeline.results import output_paths
+
+    if world_size() > 1:
+        raise OptionError("torchrun splits one video across processes; give one --content video")
+    if args.parsing_map_path:
+        raise OptionError("--parsing_map_path holds the maps of one video; give one --content video")
+    _check_output_folder(args.output_path)
+    items = discover(contents)  # a missing path fails before any model loads
+    pipe, style, _ = _load(args)
+
+    def stylize(item, kind, out_dir, name):
+        os.makedirs(out_dir, exist_ok=True)
+        if kind == "video":
+            return _write_video(args, pipe, style, item.path, out_dir, name)
+        return _write_image(pipe, read_image_file(item.path), style, out_dir, name)
+
+    def outputs(out_dir, name, kind):
+        return output_paths(out_dir, name, pipe.backbone, ".mp4" if kind == "video" else ".jpg")
+
+    report = run_batch(items, args.output_path, BatchJob(stylize, outputs), force_video=args.video,
+                       skip_existing=args.skip_existing, progress=not args.no_progress)
+    print(report.summary(), file=sys.stderr)
+    if report.failed:
+        _report(report.written)
+        raise UserError(f"{len(report.failed)} of {len(items)} input(s) failed (listed above)")
+    return report.written
 
 
 def _output_name(content: str) -> str:
@@ -215,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from common.atomic import new_folders_removed
     from common.cli import run_cli
+
+    if args.list_styles:
+        from hub.catalog import style_table
+        from hub.first_run import downloads_disabled
+
+        offline = downloads_disabled(args.no_download)  # no hub lookups: every size is unknown
+        return run_cli(lambda: style_table(CHECKPOINT_DIR, (lambda rels: {}) if offline else None), print)
 
     def work() -> list[Path]:
         with new_folders_removed(args.output_path):  # a failed run leaves no empty folder it created

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from hub.fetching import Downloader, fetch, remote_sizes
 from hub.released import DEFAULT_REPO, released_file
 
-__all__ = ["NO_DOWNLOAD_ENV", "downloads_disabled", "fetch_missing_defaults", "released_relpath"]
+__all__ = ["NO_DOWNLOAD_ENV", "downloads_disabled", "fetch_missing_defaults", "human_size", "released_relpath"]
 
 #: Set to 1 (or true/yes/on) to never download at run time.
 NO_DOWNLOAD_ENV = "VTOONIFY_NO_DOWNLOAD"
@@ -39,7 +39,8 @@ def released_relpath(path: str | os.PathLike, checkpoint_dir: str | os.PathLike)
     return rel if released_file(rel) is not None else None
 
 
-def _size(n: int) -> str:
+def human_size(n: int) -> str:
+    """``n`` bytes in words: ``1.2 GB``, ``305.0 MB`` ..."""
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
@@ -62,7 +63,7 @@ def fetch_missing_defaults(defaults: Sequence[str | os.PathLike], checkpoint_dir
     if not wanted or downloads_disabled(no_download):
         return []
     sizes = remote_sizes(wanted) if downloader is None else {}
-    total = f", {_size(sum(sizes.values()))}" if sizes and len(sizes) == len(wanted) else ""
+    total = f", {human_size(sum(sizes.values()))}" if sizes and len(sizes) == len(wanted) else ""
     print(f"first run: downloading {len(wanted)} missing file(s){total} from {DEFAULT_REPO} into {checkpoint_dir} "
           f"({', '.join(wanted)}); --no_download or {NO_DOWNLOAD_ENV}=1 turns this off", file=sys.stderr)
     return fetch(wanted, checkpoint_dir, progress=progress, downloader=downloader)

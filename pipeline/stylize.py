@@ -24,6 +24,7 @@ import numpy as np
 from common.devices import resolve_device, resolve_dtype
 from common.errors import USER_ERRORS, NoFaceError
 from common.options import COMPILE_MODES
+from hub.released import CHECKPOINT_DIR
 from pipeline import api
 from pipeline.faces import DEFAULT_PADDING
 from pipeline.models import PipelineModels, shared_style_encoder
@@ -57,6 +58,22 @@ __all__ = [
 class VToonifyPipeline(PipelineModels):
     """Loads VToonify, the face parser, the style encoder and the face detector once (see
     :class:`pipeline.models.PipelineModels` for the arguments), and stylises photos and videos."""
+
+    @classmethod
+    def from_pretrained(cls, style: str = "cartoon", backbone: str = "dualstylegan", color_transfer: bool = False,
+                        device: str | None = "auto", dtype: str | None = None,
+                        checkpoint_dir: str | os.PathLike = CHECKPOINT_DIR,
+                        download: bool = True, progress: bool = True, **kwargs) -> "VToonifyPipeline":
+        """The released model of ``style`` (``backbone``, ``color_transfer`` pick the variant) from ``checkpoint_dir``,
+        downloading the missing files first (:func:`hub.catalog.fetch_style`); ``kwargs`` go to the constructor.
+
+        >>> pipe = VToonifyPipeline.from_pretrained("arcane")                    # doctest: +SKIP
+        """
+        from hub.catalog import fetch_style
+
+        encoder, parser, model, *_ = fetch_style(backbone, style, color_transfer, checkpoint_dir, download, progress)
+        return cls(model, backbone=backbone, style_encoder_path=encoder, faceparsing_path=parser, device=device,
+                   dtype=dtype, **kwargs)
 
     def exemplar_code(self, style_image, aligned: bool = False, refine: int = 0, progress: bool = True,
                       **options) -> np.ndarray:
