@@ -289,13 +289,14 @@ def _cuda_ops_in_use() -> bool:
 
 # ------------------------------------------------------------------------------------------------ sections
 def op_tests(args, tmp: Path, deadline: float) -> dict:
-    """tests/test_ops_cuda.py in a subprocess; counts from its JUnit report."""
+    """tests/test_ops_cuda.py and tests/test_cuda_build.py in a subprocess; counts from their JUnit report."""
     if time.monotonic() > deadline:
         return {"skipped": "time budget"}
     report = tmp / "op_tests.xml"
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(ROOT / "tests" / "test_ops_cuda.py"), f"--junitxml={report}",
+                           str(ROOT / "tests" / "test_ops_cuda.py"), str(ROOT / "tests" / "test_cuda_build.py"),
+                           f"--junitxml={report}",
                            *(["-k", args.op_tests_k] if args.op_tests_k else [])],
                           cwd=ROOT, capture_output=True, text=True,
                           timeout=min(600.0, max(10.0, deadline - time.monotonic())))
