@@ -277,19 +277,21 @@ class PipelineModels:
     def stylize_frames(self, frames: Sequence[np.ndarray], style: torch.Tensor | PreparedStyle, style_degree: float = 0.5,
                        parsing: torch.Tensor | None = None) -> list[np.ndarray]:
         """RGB uint8 frames of one size (any size: padded to a multiple of 8 and cropped back)."""
-        h, w = frames[0].shape[:2]
-        x = frames_to_tensor([pad_to_multiple(f) for f in frames], self.device, self.dtype)
-        if parsing is not None and parsing.shape[-2:] != x.shape[-2:]:
-            raise InputError(f"parsing maps are {tuple(parsing.shape[-2:])}, frames are {tuple(x.shape[-2:])}")
-        y = self.stylize_tensor(x, style, style_degree, parsing)
-        return [f[: 4 * h, : 4 * w] for f in tensor_to_frames(y, clamp=False)]
+        return self.stylize_frames_parsed(frames, style, style_degree, parsing)[0]
 
     def stylize_frames_parsed(self, frames: Sequence[np.ndarray], style: torch.Tensor | PreparedStyle,
-                              style_degree: float = 0.5) -> tuple[list[np.ndarray], torch.Tensor]:
-        """:meth:`stylize_frames` and the parsing logits it used (``(B, 19, H, W)``, cropped to the frames' size)."""
+                              style_degree: float = 0.5, parsing: torch.Tensor | None = None
+                              ) -> tuple[list[np.ndarray], torch.Tensor]:
+        """:meth:`stylize_frames` and the parsing logits it used (``(B, 19, H, W)``, cropped to the frames' size).
+        ``style``: one code for every frame, or one per frame (``(B, 18, 512)``)."""
         h, w = frames[0].shape[:2]
-        parsing = self.parse(frames_to_tensor([pad_to_multiple(f) for f in frames], self.device, self.dtype))
-        return self.stylize_frames(frames, style, style_degree, parsing), parsing[:, :, :h, :w]
+        x = frames_to_tensor([pad_to_multiple(f) for f in frames], self.device, self.dtype)
+        if parsing is None:
+            parsing = self.parse(x)
+        elif parsing.shape[-2:] != x.shape[-2:]:
+            raise InputError(f"parsing maps are {tuple(parsing.shape[-2:])}, frames are {tuple(x.shape[-2:])}")
+        y = self.stylize_tensor(x, style, style_degree, parsing)
+        return [f[: 4 * h, : 4 * w] for f in tensor_to_frames(y, clamp=False)], parsing[:, :, :h, :w]
 
     def _check_memory(self, size: tuple[int, int], batch: int, **given) -> None:
         """Refuse a stylisation of ``size`` that would not fit in memory (:func:`pipeline.memory.check_memory`;

@@ -11,7 +11,6 @@ from common.errors import NoFaceError, OptionError
 from pipeline.faces import DEFAULT_PADDING, CropParams, Face, apply_crop, crop_parameters, landmarks_in_crop
 from pipeline.multiface.blend import canvas_parameters, check_faces, composite, face_weight, select_faces
 from pipeline.results import ImageResult
-from pipeline.tensors import frames_to_tensor, pad_to_multiple, tensor_to_frames
 
 __all__ = ["FaceRender", "MultiFaceImageResult", "stylize_crops", "style_codes", "stylize_image"]
 
@@ -50,15 +49,13 @@ def stylize_crops(pipe, crops: Sequence[np.ndarray], styles: Sequence[torch.Tens
     groups: dict[tuple[int, int], list[int]] = {}
     for i, crop in enumerate(crops):
         groups.setdefault(crop.shape[:2], []).append(i)
-    for (h, w), members in groups.items():
+    for members in groups.values():
         for start in range(0, len(members), max(batch, 1)):
             idx = members[start:start + max(batch, 1)]
-            x = frames_to_tensor([pad_to_multiple(crops[i]) for i in idx], pipe.device, pipe.dtype)
-            parsing = pipe.parse(x)
-            y = pipe.stylize_tensor(x, torch.cat([styles[i] for i in idx]), style_degree, parsing)
-            for j, (i, out) in enumerate(zip(idx, tensor_to_frames(y))):
-                outputs[i] = out[: 4 * h, : 4 * w]
-                parsings[i] = parsing[j, :, :h, :w]
+            outs, parsing = pipe.stylize_frames_parsed([crops[i] for i in idx], torch.cat([styles[i] for i in idx]),
+                                                       style_degree)
+            for j, i in enumerate(idx):
+                outputs[i], parsings[i] = outs[j], parsing[j]
     return outputs, parsings
 
 
