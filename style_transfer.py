@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from common.options import COMPILE_MODES, ENGINES, FACE_MODES, RANGES
-from hub.released import STYLES, default_model, files_for, released_path
+from hub.released import STYLES, default_model, released_path
 from pipeline.precision import BF16_PSNR_DB, BF16_SPEEDUP
 
 __all__ = ["build_parser", "main"]
@@ -130,7 +130,7 @@ def _style_model(args: argparse.Namespace) -> str | None:
     """The released model ``--style`` names for ``--backbone`` / ``--color_transfer`` (``None`` without --style)."""
     if args.style is None:
         return None
-    return released_path(files_for(args.backbone, args.style, color_transfer=args.color_transfer)[2])
+    return default_model(args.backbone, args.color_transfer, args.style)
 
 
 def _resolve_style(args: argparse.Namespace) -> None:
@@ -171,7 +171,6 @@ def _run(args: argparse.Namespace) -> list[Path]:
         raise MissingFileError(f"content not found: {args.content}")
     if os.path.isdir(args.content):
         raise InputError(f"--content {args.content} is a folder; give an image file (or a video file with --video)")
-    _check_output_folder(args.output_path)
     for note in preflight(args):  # device, options, output folder checked before any work; ignored flags said
         print(f"warning: {note}", file=sys.stderr)
     rgb = None if args.video else read_image_file(args.content)  # a damaged photo stops before any model loads
@@ -180,14 +179,6 @@ def _run(args: argparse.Namespace) -> list[Path]:
     if args.video:
         return _write_video(args, pipe, style, args.content, args.output_path, basename, world)
     return _write_image(pipe, rgb, style, args.output_path, basename)
-
-
-def _check_output_folder(path: str) -> None:
-    if os.path.exists(path) and not os.path.isdir(path):
-        from common.errors import OptionError
-
-        raise OptionError(f"--output_path {path} is a file; give the folder for the results "
-                          "(it is created if it does not exist)")
 
 
 def _load(args: argparse.Namespace):
@@ -257,6 +248,7 @@ def _write_image(pipe, rgb, style: dict, output_dir, basename: str) -> list[Path
 
 def _run_batch(args: argparse.Namespace, contents: list[str]) -> list[Path]:
     """Several inputs with one model load (:mod:`pipeline.batch`); a user error if any input failed."""
+    from common.atomic import check_writable_folder
     from common.devices import world_size
     from common.errors import OptionError, UserError
     from common.images import read_image_file
@@ -267,7 +259,7 @@ def _run_batch(args: argparse.Namespace, contents: list[str]) -> list[Path]:
         raise OptionError("torchrun splits one video across processes; give one --content video")
     if args.parsing_map_path:
         raise OptionError("--parsing_map_path holds the maps of one video; give one --content video")
-    _check_output_folder(args.output_path)
+    check_writable_folder(args.output_path, "--output_path")
     items = discover(contents)  # a missing path fails before any model loads
     pipe, style, _ = _load(args)
 

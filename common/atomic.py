@@ -150,6 +150,9 @@ def check_writable_folder(folder: str | os.PathLike, flag: str) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
+        if existing == folder:
+            raise OptionError(f"{flag} {folder} is a file; give the folder for the results (it is created if it does "
+                              "not exist)")
         raise OptionError(f"{flag} {folder}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         what = "this folder" if existing == folder else f"{existing}, where it would be created"

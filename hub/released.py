@@ -287,6 +287,7 @@ def released_path(rel: str) -> str:
     return os.path.join(".", CHECKPOINT_DIR, rel)
 
 
-def default_model(backbone: str = DEFAULT_BACKBONE, color_transfer: bool = False) -> str:
-    """The default model of ``backbone`` (the default style), e.g. ``./checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt``."""
-    return released_path(files_for(backbone, color_transfer=color_transfer)[len(SHARED_FILES)])  # after the helpers
+def default_model(backbone: str = DEFAULT_BACKBONE, color_transfer: bool = False, style: str = DEFAULT_STYLE) -> str:
+    """The released model of ``backbone`` and ``style`` (default: the default style), e.g.
+    ``./checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt``."""
+    return released_path(files_for(backbone, style, color_transfer=color_transfer)[len(SHARED_FILES)])  # after the helpers

@@ -20,10 +20,11 @@ import torch
 
 from common.errors import NoFaceError, OptionError
 from common.images import check_rgb_array
-from common.options import FACE_MODES, check, check_all
+from common.options import check, check_all
 from pipeline.faces import DEFAULT_PADDING, apply_crop, crop_parameters, landmarks_in_crop, select_face
 from pipeline.multiface import image as multiface_image
 from pipeline.multiface import video as multiface_video
+from pipeline.multiface.blend import check_faces
 from pipeline.pasteback import paste_back
 from pipeline.results import ImageResult, VideoResult
 from pipeline.tensors import fit_side, fitted_size
@@ -77,10 +78,7 @@ class StyleOptions:
                               "across each of (left, right) and (top, bottom)")
         if self.max_side is not None:
             check("max_side", self.max_side)
-        if self.faces not in FACE_MODES:
-            raise OptionError(f"faces must be one of {', '.join(FACE_MODES)}, got {self.faces!r}")
-        if self.max_faces is not None:
-            check("max_faces", self.max_faces, "--max_faces")
+        check_faces(self.faces, self.max_faces)
         if self.output_scale is not None:
             if not self.paste_back:
                 raise OptionError("--output_scale sets the size of the pasted-back output: add --paste_back")
