@@ -272,16 +272,21 @@ def read_frames(path: Path) -> np.ndarray:
 CONFIGS = {"float32": [], "bfloat16": ["--dtype", "bfloat16"], "bfloat16 + compile": ["--dtype", "bfloat16", "--compile"]}
 
 
-def time_backbones(ckpt_dir: Path, video: Path, rounds: int, tmp: Path, backbones, clip_frames=(2, 6)) -> list[dict]:
+def time_backbones(ckpt_dir: Path, video: Path, rounds: int, tmp: Path, backbones, clip_frames=(2, 6),
+                   configs: dict[str, list[str]] = CONFIGS, warm_up=("bfloat16 + compile",)) -> list[dict]:
+    """Per-frame time, speed-up and PSNR against the first of ``configs`` (name -> extra flags), interleaved round by
+    round; each config of ``warm_up`` runs once untimed first (it fills a cache: the compiler's, the engine export's)."""
     short, long = clip_frames
     clips = {n: cut_clip(video, n, tmp / f"clip{n}.mp4") for n in clip_frames}
-    results = {(b, c): [] for b in backbones for c in CONFIGS}
+    base = next(iter(configs))
+    results = {(b, c): [] for b in backbones for c in configs}
     outputs = {}
-    for b in backbones:  # compiler cache warm-up, untimed
-        run_cli(b, ckpt_dir, clips[short], tmp / "warm", CONFIGS["bfloat16 + compile"])
+    for b in backbones:  # cache warm-ups, untimed
+        for c in warm_up:
+            run_cli(b, ckpt_dir, clips[short], tmp / "warm", configs[c])
     for r in range(rounds):
         for b in backbones:
-            for c, extra in CONFIGS.items():
+            for c, extra in configs.items():
                 out = tmp / f"{b}_{c.replace(' ', '_').replace('+', '')}"
                 t2, rss2 = run_cli(b, ckpt_dir, clips[short], out, extra)
                 t6, rss6 = run_cli(b, ckpt_dir, clips[long], out, extra)
@@ -292,9 +297,9 @@ def time_backbones(ckpt_dir: Path, video: Path, rounds: int, tmp: Path, backbone
                                   "per_frame": round(per_frame, 3), "peak_rss_gib": round(max(rss2, rss6), 2)}), flush=True)
     rows = []
     for b in backbones:
-        ref = read_frames(outputs[(b, "float32")])
-        fp32_rounds = [x["per_frame"] for x in results[(b, "float32")]]
-        for c in CONFIGS:
+        ref = read_frames(outputs[(b, base)])
+        fp32_rounds = [x["per_frame"] for x in results[(b, base)]]
+        for c in configs:
             per = [x["per_frame"] for x in results[(b, c)]]
             ratios = [f / p for f, p in zip(fp32_rounds, per)]  # same round: fp32 and this config back to back
             frames = read_frames(outputs[(b, c)])
@@ -302,7 +307,7 @@ def time_backbones(ckpt_dir: Path, video: Path, rounds: int, tmp: Path, backbone
                          "s_per_frame_best": round(min(per), 3), "s_per_frame_rounds": [round(p, 3) for p in per],
                          "speedup_vs_fp32": round(statistics.median(ratios), 2),
                          "speedup_rounds": [round(x, 2) for x in ratios],
-                         "psnr_vs_fp32_db": None if c == "float32" else round(psnr_uint8(frames, ref), 2),
+                         "psnr_vs_fp32_db": None if c == base else round(psnr_uint8(frames, ref), 2),
                          "peak_rss_gib": round(max(x["rss"] for x in results[(b, c)]), 2)})
     return rows
 
