@@ -185,7 +185,7 @@ def _load(args: argparse.Namespace):
     """The pipeline (one load for all inputs), the style options shared by all inputs, and the torchrun world size."""
     from common.devices import local_rank, world_size
     from common.errors import OptionError
-    from pipeline.precision import bf16_tip
+    from pipeline.precision import speed_tip
     from pipeline.stylize import VToonifyPipeline
 
     _require_files(args)
@@ -209,7 +209,7 @@ def _load(args: argparse.Namespace):
                                          progress=not args.no_progress)
     elif pipe.backbone == "dualstylegan":
         pipe.exstyle(args.style_id)  # validates --style_id before any work
-    tip = bf16_tip(pipe.device, dtype)
+    tip = speed_tip(pipe.device, dtype, args.engine)
     if tip:
         print(tip, file=sys.stderr)
     os.makedirs(args.output_path, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Whether this CPU computes bfloat16 natively, and the one-line tip that says what ``--dtype bfloat16`` gains.
+"""Whether this CPU computes bfloat16 natively, and the one-line tip that names the fastest measured way to run on
+it (:func:`speed_tip`: ``--engine openvino --dtype bfloat16`` or ``--dtype bfloat16`` where bfloat16 is native).
 
 On CPUs whose vector units have bfloat16 dot products (AVX-512 BF16, AMX) oneDNN runs bfloat16 convolutions
 about twice as fast as float32; elsewhere it emulates them and they are slower than float32, so the tip is
@@ -11,6 +12,8 @@ PyTorch is imported only by the functions, so the command-line help can quote th
 """
 from __future__ import annotations
 
+import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -18,7 +21,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["BF16_SPEEDUP", "BF16_PSNR_DB", "NATIVE_BF16_FLAGS", "cpu_flags", "cpu_model_name", "native_bf16",
-           "fast_mode_available", "bf16_tip", "FAST_DTYPE", "FAST_TOGGLE_INFO"]
+           "fast_mode_available", "bf16_tip", "FAST_DTYPE", "FAST_TOGGLE_INFO", "MeasuredPath", "FAST_PATHS",
+           "speed_tip"]
 
 #: ``style_transfer.py --video --scale_image --cpu`` per frame, float32 time over ``--dtype bfloat16`` time, rounded
 #: down: the whole-model bfloat16 cast measured 2.3x (VToonify-D) and 2.5x (VToonify-T) on a 2-core AMD EPYC with
@@ -118,11 +122,75 @@ def fast_mode_available(device: torch.device | str | None, dtype: str | torch.dt
     return native_bf16(flags, mkldnn)
 
 
+@dataclass(frozen=True)
+class MeasuredPath:
+    """One way to run the pipeline on a CPU, as ``benchmarks/engines_e2e.py`` measured it end to end: ``speedup``
+    over the torch float32 default (rounded down) and the PSNR its output keeps against that default (``psnr_db``,
+    with margin)."""
+
+    engine: str
+    dtype: str
+    speedup: float
+    psnr_db: float
+
+    @property
+    def flags(self) -> str:
+        parts = [] if self.engine == "torch" else [f"--engine {self.engine}"]
+        return " ".join(parts + ([] if self.dtype == "float32" else [f"--dtype {self.dtype}"])) or "(the default)"
+
+
+#: The measured paths faster than the default, fastest first, by whether the CPU computes bfloat16 natively
+#: (``benchmarks/engines_e2e.py`` on the sample video, both backbones, the slower one's ratio; table in
+#: ``benchmarks/README.md``). Without native bfloat16 no path was measured faster: no tip there.
+FAST_PATHS: dict[bool, tuple[MeasuredPath, ...]] = {
+    True: (MeasuredPath("openvino", "bfloat16", 2.5, 44), MeasuredPath("torch", "bfloat16", BF16_SPEEDUP, BF16_PSNR_DB)),
+    False: (),
+}
+#: a path is suggested only when it is at least this much faster than the run's own
+_TIP_MIN_GAIN = 1.15
+
+
+def _installed(engine: str) -> bool:
+    return engine == "torch" or importlib.util.find_spec(engine) is not None
+
+
+def speed_tip(device: torch.device | str | None, dtype: str | torch.dtype | None, engine: str = "torch",
+              flags: Iterable[str] | None = None, mkldnn: bool | None = None,
+              engines: Iterable[str] | None = None) -> str | None:
+    """The one-line tip naming the fastest measured path (:data:`FAST_PATHS`) for a CPU run of ``engine`` in
+    ``dtype`` on this CPU (``flags``, ``mkldnn``: as :func:`native_bf16`), or None: on a GPU, where the run is already
+    the fastest (or within 15% of it), or where nothing was measured faster. ``engines``: the engines it may suggest
+    (default: all; one that is not installed comes with its install command)."""
+    from common.devices import resolve_device
+
+    try:
+        if resolve_device(device).type != "cpu":
+            return None
+    except RuntimeError:  # CUDA asked for but absent: the pipeline says so itself
+        return None
+    dtype = str(dtype or "float32").removeprefix("torch.")
+    paths = [p for p in FAST_PATHS[native_bf16(flags, mkldnn)] if engines is None or p.engine in engines]
+    if not paths:
+        return None
+    best = paths[0]
+    own = next((p.speedup for p in FAST_PATHS[True] + FAST_PATHS[False] if (p.engine, p.dtype) == (engine, dtype)), 1.0)
+    if (best.engine, best.dtype) == (engine, dtype) or best.speedup / own < _TIP_MIN_GAIN:
+        return None
+    install = ""
+    if not _installed(best.engine):
+        from pipeline.engines.runtimes import EXTRAS
+
+        install = f'; pip install -e ".[{EXTRAS[best.engine]}]"'
+    than = "the float32 default" if (engine, dtype) == ("torch", "float32") else "this run"
+    return (f"tip: the fastest path measured on a CPU like this one is {best.flags}: about {best.speedup / own:.1f}x "
+            f"faster than {than} (output PSNR >= {best.psnr_db:g} dB against the float32 default, which reproduces "
+            f"the original{install})")
+
+
 def bf16_tip(device: torch.device | str | None, dtype: str | torch.dtype | None, flags: Iterable[str] | None = None,
              mkldnn: bool | None = None) -> str | None:
-    """The one-line tip for a float32 run on a CPU with native bfloat16, else None (GPU, another dtype,
-    or a CPU where bfloat16 would be slower than float32)."""
+    """:func:`speed_tip` for a torch run that may only be told about torch paths (``--dtype bfloat16`` on a CPU
+    with native bfloat16), else None."""
     if not fast_mode_available(device, dtype, flags, mkldnn):
         return None
-    return (f"tip: this CPU computes bfloat16 natively: --dtype {FAST_DTYPE} runs about {BF16_SPEEDUP:.1f}x faster "
-            f"(output PSNR >= {BF16_PSNR_DB} dB against float32; the float32 default reproduces the original)")
+    return speed_tip(device, dtype, "torch", flags, mkldnn, engines=("torch",))

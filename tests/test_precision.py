@@ -246,6 +246,30 @@ def test_tip_only_for_float32_on_a_native_bf16_cpu():
     assert not precision.fast_mode_available("cpu", None, flags=slow, mkldnn=True)
 
 
+def test_speed_tip_names_the_fastest_measured_path(monkeypatch):
+    native, slow = {"avx512_bf16"}, {"avx512f"}
+    best, torch_bf16 = precision.FAST_PATHS[True][:2]
+    assert best.speedup > torch_bf16.speedup >= 1.15  # the table is fastest first
+    monkeypatch.setattr(precision, "_installed", lambda engine: True)
+    tip = precision.speed_tip("cpu", None, "torch", flags=native, mkldnn=True)
+    assert tip is not None and "\n" not in tip and "pip install" not in tip
+    assert f"is {best.flags}:" in tip and f"about {best.speedup:.1f}x faster than the float32 default" in tip
+    assert best.flags == "--engine openvino --dtype bfloat16"
+    # from torch bfloat16 the gain is the ratio of the two measured paths
+    tip = precision.speed_tip("cpu", "bfloat16", "torch", flags=native, mkldnn=True)
+    assert f"about {best.speedup / torch_bf16.speedup:.1f}x faster than this run" in tip
+    assert precision.speed_tip("cpu", "bfloat16", best.engine, flags=native, mkldnn=True) is None  # already the fastest
+    assert precision.speed_tip("cpu", None, "torch", flags=slow, mkldnn=True) is None  # nothing measured faster there
+    if not torch.cuda.is_available():
+        assert precision.speed_tip("cuda", None, "torch", flags=native, mkldnn=True) is None
+    # an engine that is not installed comes with its install command; limited to torch, the tip is --dtype bfloat16
+    monkeypatch.setattr(precision, "_installed", lambda engine: engine == "torch")
+    tip = precision.speed_tip("cpu", None, "torch", flags=native, mkldnn=True)
+    assert tip.endswith('pip install -e ".[openvino]")')
+    tip = precision.speed_tip("cpu", None, "torch", flags=native, mkldnn=True, engines=("torch",))
+    assert "is --dtype bfloat16:" in tip and tip == precision.bf16_tip("cpu", None, flags=native, mkldnn=True)
+
+
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory, frozen_helpers):
     from conftest import write_tiny_checkpoints
@@ -269,7 +293,7 @@ def test_cli_prints_the_tip_only_on_native_bf16(native, tiny_ckpt, tmp_path, mon
     err = capsys.readouterr().err
     assert code == 0
     tips = [line for line in err.splitlines() if line.startswith("tip:")]
-    assert tips == ([precision.bf16_tip("cpu", None)] if native else [])
+    assert tips == ([precision.speed_tip("cpu", None)] if native else [])
 
 
 def test_app_fast_toggle_loads_a_bfloat16_pipeline(tmp_path, monkeypatch):
