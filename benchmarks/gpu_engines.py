@@ -61,7 +61,12 @@ def _load(engine: str, dtype: torch.dtype, compiled: bool, ckpt: Path, device: t
         if dtype != torch.float32:
             model = model.to_mixed_precision(dtype)
         run = torch.compile(model, **compile_kwargs) if compiled else model
-        return lambda x, style: run(x, style, d_s=0.5).clone()  # clone: a CUDA graph's output is overwritten
+
+        def call(x, style):
+            if compiled and device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()  # a new step for reduce-overhead's CUDA graphs
+            return run(x, style, d_s=0.5).clone()  # clone: a CUDA graph's output buffer is reused by the next call
+        return call
     stand_in = get_engine(engine, dtype, cache_dir=cache, device=device).vtoonify(ckpt)
     return lambda x, style: stand_in(x, style, d_s=0.5)
 

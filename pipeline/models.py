@@ -154,6 +154,12 @@ class PipelineModels:
         """Rows of the model's W+ codes (18 at 1024x1024)."""
         return self._vtoonify.stylegan().n_latent
 
+    @property
+    def pads_batches(self) -> bool:
+        """Whether a short last batch of a video is padded to the full batch size: a compiled model keeps one graph
+        per shape, and TensorRT builds an engine (minutes) for each new shape range."""
+        return self.compile is not None or self.engine.name == "tensorrt"
+
     # ------------------------------------------------------------------------------------ style codes
     def _load_style_encoder(self) -> torch.nn.Module:
         return shared_style_encoder(self.style_encoder_path, self.device)

@@ -208,3 +208,13 @@ def test_engine_names_have_one_home():
 
     assert ENGINES == ("torch", "onnxruntime", "openvino", "tensorrt")
     assert set(DEVICE_TYPES) == set(ENGINES) - {"torch"}
+
+
+def test_tensorrt_pads_a_short_last_batch_as_a_compiled_model_does():
+    """TensorRT builds an engine for each new shape range: a video's short last batch is padded to the full batch."""
+    from pipeline.models import PipelineModels
+
+    pads = PipelineModels.pads_batches.fget
+    for compile, engine, expected in ((None, "tensorrt", True), ("default", "torch", True), (None, "torch", False),
+                                      (None, "onnxruntime", False), (None, "openvino", False)):
+        assert pads(types.SimpleNamespace(compile=compile, engine=types.SimpleNamespace(name=engine))) is expected
