@@ -139,9 +139,9 @@ def open_gpu_runner(path: str | os.PathLike, engine: str, dtype: torch.dtype, de
                     cache_folder: str | os.PathLike, threads: int | None = None) -> Runner:
     """The ONNX file ``path`` on ONNX Runtime's provider for ``engine`` on the CUDA ``device`` (see the module
     docstring); ``cache_folder``: the export cache's folder (the TensorRT engines go under it)."""
-    device = check_device(engine, device)
-    precision = check_gpu_precision(engine, dtype)
+    device = torch.device(device)
     check_gpu_engine(engine, dtype, device)
+    precision = GPU_PRECISIONS[engine][dtype]
     trt_folder = None
     if engine == "tensorrt":
         trt_folder = tensorrt_cache_folder(cache_folder, device, precision)
