@@ -77,9 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_scale", type=RANGES["output_scale"].parser("--output_scale"), default=None, metavar="S",
                    help="--paste_back: the output's size, times the input's (1 to 4; default 1)")
     p.add_argument("--engine", type=str, default="torch", choices=ENGINES,
-                   help="what runs VToonify and the face parser: torch, or (CPU) onnxruntime / openvino, exported to ONNX "
-                        "on first use into ~/.cache/vtoonify/engines ($VTOONIFY_CACHE); with --dtype bfloat16, openvino "
-                        "computes in bfloat16. Install an engine with pip install -e \".[openvino]\" (or .[onnxruntime])")
+                   help="what runs VToonify and the face parser: torch, or onnxruntime (CPU; CUDA with onnxruntime-gpu) / "
+                        "openvino (CPU) / tensorrt (CUDA: ONNX Runtime's TensorRT provider, float16 with --dtype float16), "
+                        "exported to ONNX on first use into ~/.cache/vtoonify/engines ($VTOONIFY_CACHE); with --dtype "
+                        "bfloat16, openvino computes in bfloat16. Install an engine with pip install -e \".[openvino]\" "
+                        "(or .[onnxruntime], on a GPU .[gpu] or .[tensorrt])")
     p.add_argument("--track", action="store_true", help="video: move the crop with the face (smoothed), output size constant")
     p.add_argument("--smooth_parsing", type=RANGES["smooth_parsing"].parser("--smooth_parsing"), default=0, metavar="W",
                    help="video: smooth parsing maps over +-W frames with optical flow to reduce flicker "

@@ -20,6 +20,13 @@ Sections, each recorded in ``device_check.json`` and ``device_check.md`` in ``--
 ``training``
     ``train_vtoonify.py`` for ``--train_steps`` iterations of both backbones with ``--amp bf16`` (bfloat16
     autocast on CUDA; autocast is off on CPU): exit status, seconds per step, last losses, all finite.
+``gpu_engines``
+    One VToonify-D forward (batch 1) at both sizes per engine: torch fp32 (the PSNR reference), torch fp16,
+    ONNX Runtime's CUDA provider (fp32), its TensorRT provider (fp16) and torch fp16 + ``--compile
+    reduce-overhead``; best of ``--repeat``, PSNR against torch fp32 (:mod:`benchmarks.gpu_engines`). An engine
+    whose package is missing (onnxruntime-gpu, tensorrt) is a ``not installed`` row; the block has
+    ``--gpu_engines_budget_s`` seconds (default 90) and runs after the training smoke run. With ``--small`` the
+    torch rows run on the tiny model on the CPU (a dry run) and the ONNX Runtime rows say ``no CUDA device``.
 ``goal``
     PASS when VToonify-D 256->1024 in float16 (best of eager and compiled) reaches ``--goal_fps`` frames/s
     with a PSNR of at least ``--goal_psnr`` dB against float32 (set for an H100/H200-class GPU).
@@ -60,6 +67,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.device_report import json_safe, to_markdown  # noqa: E402
+from benchmarks.gpu_engines import gpu_engine_rows  # noqa: E402
 from benchmarks.make_fill_checkpoints import TABLES as FILL_TABLES  # noqa: E402
 from benchmarks.make_fill_checkpoints import ensure_fill_helper  # noqa: E402
 from metrics.runtime import peak_memory_gib  # noqa: E402
@@ -397,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--train_batch", type=int, default=None, help="training batch (default 4; 2 with --small)")
     ap.add_argument("--skip_op_tests", action="store_true")
     ap.add_argument("--skip_training", action="store_true")
+    ap.add_argument("--skip_gpu_engines", action="store_true")
+    ap.add_argument("--gpu_engines_budget_s", type=float, default=90.0,
+                    help="seconds for the gpu_engines block (rows that would start later are left out)")
     ap.add_argument("--budget_s", type=float, default=None,
                     help="rows and runs that would start after this many seconds are left out "
                          "(default 420; none with --small)")
@@ -438,6 +449,10 @@ def main(argv: list[str] | None = None) -> int:
         eager = [item for item in plan if item[3] is None]
         rows, skipped = throughput(args, eager, paths, device, deadline, references)
         train = [] if args.skip_training else training(args, paths, device, tmp, deadline)
+        engines = [] if args.skip_gpu_engines else gpu_engine_rows(
+            paths["dualstylegan"], device, SMALL_SIZES if small else SIZES, args.repeat,
+            min(deadline, time.monotonic() + args.gpu_engines_budget_s), Path(args.ckpt_dir) / "engine_cache",
+            compile_sizes=args.compile_sizes, compile_kwargs={"backend": "eager"} if small else {"mode": COMPILE_MODE})
         more, more_skipped = throughput(args, plan[len(eager):], paths, device, deadline, references)
         rows, skipped = rows + more, skipped + more_skipped
     report = {
@@ -446,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
                                  else platform.processor() or platform.machine()),
                  "torch": torch.__version__, "torch_cuda": torch.version.cuda, "threads": torch.get_num_threads(),
                  "seconds": round(time.monotonic() - start, 1)},
-        "op_tests": ops, "throughput": rows, "throughput_skipped": skipped, "training": train,
+        "op_tests": ops, "throughput": rows, "throughput_skipped": skipped, "training": train, "gpu_engines": engines,
         "goal": goal(rows, args.goal_fps, args.goal_psnr, applicable=device.type == "cuda" and not small,
                      size=size_label(*(SMALL_SIZES if small else SIZES)["256"])),
     }

@@ -33,6 +33,12 @@ def to_markdown(report: dict) -> str:
     lines += ["", "## Training smoke run (train_vtoonify.py --amp bf16)", "",
               "| " + " | ".join(tcols) + " |", "|" + "---|" * len(tcols)]
     lines += ["| " + " | ".join(_fmt(r.get(c, r.get("skipped", ""))) for c in tcols) + " |" for r in report["training"]]
+    ecols = ["engine", "dtype", "compile", "size", "status", "best_s", "fps", "psnr_vs_torch_fp32", "first_call_s",
+             "load_s", "contrast"]
+    lines += ["", "## GPU engines (one VToonify-D forward, batch 1; best_s in seconds; PSNR in dB against torch fp32)",
+              "", "| " + " | ".join(ecols) + " |", "|" + "---|" * len(ecols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)).replace("|", "/") for c in ecols) + " |"
+              for r in report.get("gpu_engines", [])]
     g = report["goal"]
     lines += ["", "## Goal", "",
               f"{g['target']}: **{g['verdict']}** (fps {_fmt(g['fps'])}, PSNR {_fmt(g['psnr_vs_fp32'])} dB, "

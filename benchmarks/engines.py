@@ -45,11 +45,13 @@ def face_checkpoint(work: Path, backbone: str) -> Path:
     return path
 
 
-def face_input(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    face = cv2.resize(skdata.astronaut()[30:230, 110:310], (size, size), interpolation=cv2.INTER_AREA)
+def face_input(size: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (1, 22, size, width) input (width defaults to size: square) and a random (1, 18, 512) W+ code."""
+    width = width or size
+    face = cv2.resize(skdata.astronaut()[30:230, 110:310], (width, size), interpolation=cv2.INTER_AREA)
     rgb = torch.from_numpy(face).permute(2, 0, 1).float().div(127.5).sub(1)[None]
     g = torch.Generator().manual_seed(1)
-    parsing = torch.nn.functional.interpolate(torch.randn(1, 19, size // 8, size // 8, generator=g), size=(size, size),
+    parsing = torch.nn.functional.interpolate(torch.randn(1, 19, size // 8, width // 8, generator=g), size=(size, width),
                                               mode="bilinear")
     return torch.cat([rgb, parsing], 1), torch.randn(1, 18, 512, generator=g)
 

@@ -120,8 +120,8 @@ RANGES: dict[str, Range] = {
 
 #: The values of ``--compile`` (``torch.compile`` modes of the VToonify forward).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-#: The values of ``--engine`` (:mod:`pipeline.engines`).
-ENGINES = ("torch", "onnxruntime", "openvino")
+#: The values of ``--engine`` (:mod:`pipeline.engines`; ``tensorrt`` is ONNX Runtime's TensorRT provider, CUDA only).
+ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
 #: The values of ``--faces``.
 FACE_MODES = ("largest", "all")
 

@@ -59,8 +59,9 @@ class PipelineModels:
             ``'reduce-overhead'`` (CUDA graphs on a GPU) or ``'max-autotune'``. Compiled once per input shape
             (the first frames of a video pay for it); video batches are padded to the full batch size so the
             last, shorter batch reuses the compiled graph.
-        engine: what runs VToonify and the parser: ``'torch'`` (default), ``'onnxruntime'`` or ``'openvino'``
-            (:mod:`pipeline.engines`: exported to ONNX on first use into a cache, ``engine_cache`` or
+        engine: what runs VToonify and the parser: ``'torch'`` (default), ``'onnxruntime'`` (CPU, or CUDA through
+            ONNX Runtime's CUDA provider), ``'openvino'`` (CPU) or ``'tensorrt'`` (CUDA, ONNX Runtime's TensorRT
+            provider) (:mod:`pipeline.engines`: exported to ONNX on first use into a cache, ``engine_cache`` or
             ``~/.cache/vtoonify/engines``; ``dtype`` is then the engine's precision). The style encoder, the face
             detector and the style mapping stay in PyTorch.
     """
@@ -85,13 +86,10 @@ class PipelineModels:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         # checked before anything loads: the name, the runtime installed, the precision it computes in
-        self.engine = get_engine(engine, self.dtype, engine_cache)
+        self.engine = get_engine(engine, self.dtype, engine_cache, device=self.device)
         if self.engine.name != "torch":
             if compile is not None:
                 raise OptionError(f"--compile is for the torch engine; --engine {self.engine.name} runs its own graph")
-            if self.device.type != "cpu":
-                raise OptionError(f"--engine {self.engine.name} runs on the CPU here; use --device cpu (or the torch "
-                                  "engine on a GPU)")
             self.dtype = torch.float32  # the frames and logits handed to the engine; it computes in its own precision
         # the weights are mapped from the file (their pages go back exactly when the model is freed); reduced
         # precision (the big convolutions in self.dtype, the parts whose rounding shows in float32) is applied on
@@ -155,6 +153,12 @@ class PipelineModels:
     def n_latent(self) -> int:
         """Rows of the model's W+ codes (18 at 1024x1024)."""
         return self._vtoonify.stylegan().n_latent
+
+    @property
+    def pads_batches(self) -> bool:
+        """Whether a short last batch of a video is padded to the full batch size: a compiled model keeps one graph
+        per shape, and TensorRT builds an engine (minutes) for each new shape range."""
+        return self.compile is not None or self.engine.name == "tensorrt"
 
     # ------------------------------------------------------------------------------------ style codes
     def _load_style_encoder(self) -> torch.nn.Module:

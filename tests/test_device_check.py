@@ -22,8 +22,13 @@ EXPECTED_ROWS = {(b, s, d, "eager") for b in ("VToonify-D", "VToonify-T") for s 
 
 
 @pytest.fixture(scope="module")
-def small_report(tmp_path_factory, frozen_helpers):
-    out = tmp_path_factory.mktemp("device_check")
+def small_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("device_check")
+
+
+@pytest.fixture(scope="module")
+def small_report(small_dir, frozen_helpers):
+    out = small_dir
     code = device_check.main(["--small", "--out", str(out), "--ckpt_dir", str(out / "ckpt"), "--train_steps", "1",
                               "--faceparsing_path", str(frozen_helpers["faceparsing"]),
                               "--style_encoder_path", str(frozen_helpers["encoder"])])
@@ -33,7 +38,7 @@ def small_report(tmp_path_factory, frozen_helpers):
 def test_small_mode_succeeds_with_every_section(small_report):
     code, report, _ = small_report
     assert code == 0
-    assert set(report) == {"meta", "op_tests", "throughput", "throughput_skipped", "training", "goal"}
+    assert set(report) == {"meta", "op_tests", "throughput", "throughput_skipped", "training", "gpu_engines", "goal"}
     assert report["meta"]["small"] is True and report["meta"]["device"] == "cpu"
     assert report["throughput_skipped"] == []
 
@@ -95,6 +100,49 @@ def test_goal_and_markdown(small_report):
     table = [line for line in markdown.splitlines() if line.startswith("| VToonify-")]
     assert len(table) == len(report["throughput"]) + len(report["training"])
     assert "**FAIL**" in markdown and "not applicable" in markdown
+
+
+def test_gpu_engines_block_runs_the_torch_rows_on_the_cpu_and_skips_the_onnx_runtime_rows(small_report):
+    _, report, markdown = small_report
+    rows = report["gpu_engines"]
+    sizes = ("64x64->256x256", "48x40->192x160")
+    assert [(r["engine"], r["dtype"], r["compile"], r["size"]) for r in rows] == [
+        *(("torch", "fp32", "eager", s) for s in sizes), *(("torch", "fp16", "eager", s) for s in sizes),
+        *(("onnxruntime", "fp32", "eager", s) for s in sizes), *(("tensorrt", "fp16", "eager", s) for s in sizes),
+        ("torch", "fp16", "compiled", sizes[0])]  # --small compiles at one size
+    for r in rows:
+        if r["engine"] != "torch":
+            assert r["status"] == "no CUDA device" and "best_s" not in r, r
+            continue
+        assert r["status"] == "ok", r
+        for key in ("best_s", "fps", "first_call_s", "load_s"):
+            assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] > 0, (key, r)
+        assert r["fps"] == pytest.approx(1 / r["best_s"], rel=0.02, abs=0.005) and r["contrast"] > 20, r
+        if r["dtype"] == "fp32":
+            assert r["psnr_vs_torch_fp32"] == "inf", r
+        else:  # float16 keeps 11 mantissa bits: close to float32, not equal
+            assert 35 < r["psnr_vs_torch_fp32"] < 100, r
+    table = [line for line in markdown.split("## GPU engines")[1].splitlines() if line.startswith("| torch")
+             or line.startswith("| onnxruntime") or line.startswith("| tensorrt")]
+    assert len(table) == len(rows) and "no CUDA device" in markdown
+
+
+def test_gpu_engines_block_reports_missing_gpu_packages_and_never_raises(tmp_path):
+    """Asked for CUDA on this machine: ONNX Runtime's CPU wheel has no CUDA/TensorRT provider (``not installed``,
+    the engine's one-line error, before any export), and the torch rows fail to load (``failed``)."""
+    from conftest import write_tiny_checkpoints
+
+    ckpt = write_tiny_checkpoints(tmp_path, "gpu")["d"]
+    rows = device_check.gpu_engine_rows(ckpt, torch.device("cuda"), {"256": (64, 64)}, 1, math.inf, tmp_path / "cache")
+    status = {(r["engine"], r["dtype"], r["compile"]): r["status"] for r in rows}
+    assert len(status) == len(rows) == 5
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert status["onnxruntime", "fp32", "eager"].startswith(
+        "not installed: --engine onnxruntime on a CUDA GPU needs ONNX Runtime's CUDAExecutionProvider")
+    assert status["tensorrt", "fp16", "eager"].startswith("not installed: --engine tensorrt on a CUDA GPU needs")
+    assert all(status[k].startswith("failed: ") for k in status if k[0] == "torch"), status
+    assert not (tmp_path / "cache").exists()  # nothing exported
 
 
 def test_psnr_known_answers():

@@ -135,11 +135,11 @@ def test_torch_engine_is_the_identity(exported, torch_models):
     engine = get_engine("torch")
     assert engine.vtoonify(exported["ckpt"]["d"], model=torch_models["d"]) is torch_models["d"]
     assert engine.parser(exported["ckpt"]["parser"], model=torch_models["parser"]) is torch_models["parser"]
-    assert engines.ENGINES == ("torch", "onnxruntime", "openvino")
+    assert engines.ENGINES == ("torch", "onnxruntime", "openvino", "tensorrt")
 
 
 @pytest.mark.parametrize("name, dtype, message", [
-    ("tensorrt", torch.float32, "engine must be one of torch, onnxruntime, openvino, got 'tensorrt'"),
+    ("tvm", torch.float32, "engine must be one of torch, onnxruntime, openvino, tensorrt, got 'tvm'"),
     ("onnxruntime", torch.bfloat16, "use --engine openvino --dtype bfloat16"),
     ("openvino", torch.float16, "runs in float32 or bfloat16 on the CPU, not float16"),
 ])
@@ -343,4 +343,4 @@ def test_engine_options_are_checked_before_loading(ckpt):
 
     assert build_parser().parse_args(["--engine", "openvino"]).engine == "openvino"
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["--engine", "tensorrt"])
+        build_parser().parse_args(["--engine", "tvm"])

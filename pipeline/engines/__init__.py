@@ -1,4 +1,5 @@
-"""Engines out of PyTorch: ONNX export, ONNX Runtime and OpenVINO (``--engine torch|onnxruntime|openvino``).
+"""Engines out of PyTorch: ONNX export, ONNX Runtime, OpenVINO and TensorRT (``--engine
+torch|onnxruntime|openvino|tensorrt``).
 
 * :func:`get_engine` (:mod:`pipeline.engines.engine`): the engine by name, with one-line errors for an unknown
   name, a runtime that is not installed (naming the extra: ``pip install -e ".[openvino]"`` /
@@ -7,6 +8,8 @@
 * :mod:`pipeline.engines.export`: the ONNX export and its check (``python -m pipeline.engines.export``).
 * :mod:`pipeline.engines.cache`: the export cache (keyed by content, atomic, locked).
 * :mod:`pipeline.engines.runtimes`: the runtimes and their runners.
+* :mod:`pipeline.engines.providers`: ONNX Runtime on a CUDA GPU (``--engine onnxruntime`` on CUDA: the CUDA
+  provider; ``--engine tensorrt``: the TensorRT provider, float16 with ``--dtype float16``).
 
 Importing this package imports neither ONNX nor a runtime.
 """

@@ -1,16 +1,18 @@
-"""Engines: what runs VToonify and the face parser (``--engine torch|onnxruntime|openvino``).
+"""Engines: what runs VToonify and the face parser (``--engine torch|onnxruntime|openvino|tensorrt``).
 
-:func:`get_engine` checks the name, that the runtime is installed and that it computes in the requested precision
-(each a one-line :class:`model.errors.UserError`), before anything is loaded. The engine then gives stand-ins for
-the two modules the pipeline calls:
+:func:`get_engine` checks the name, the device (OpenVINO: CPU; ONNX Runtime: CPU or CUDA; TensorRT: CUDA), that the
+runtime (on CUDA: ONNX Runtime's provider, :mod:`pipeline.engines.providers`) is installed and that it computes in
+the requested precision (each a one-line :class:`model.errors.UserError`), before anything is loaded. The engine
+then gives stand-ins for the two modules the pipeline calls:
 
 * ``engine.vtoonify(ckpt, model=None, backbone=None)``: called as VToonify is, ``(x, style, d_s=...) -> image``;
 * ``engine.parser(path, model=None)``: BiSeNet's ``parse_logits(x, every)`` and ``forward(x)[0]``.
 
 The ``torch`` engine gives the PyTorch modules themselves (``model`` when given, else loaded from the file). The
 ONNX engines export the checkpoint on first use into the :class:`pipeline.engines.cache.ExportCache` and run the
-file; their stand-ins take and return torch tensors (computed on the CPU, returned on the input's device), and
-return float32 whatever the precision inside, as the mixed-precision torch model does.
+file; their stand-ins take and return torch tensors (fed as numpy arrays from the CPU to the runtime, which computes
+on the engine's device; returned on the input's device), and return float32 whatever the precision inside, as the
+mixed-precision torch model does.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from common.errors import OptionError
 from model.checkpoint import CheckpointError
 from model.vtoonify import degree_tensor
 from pipeline.engines.cache import ExportCache
+from pipeline.engines.providers import check_device, check_gpu_engine, open_gpu_runner
 from pipeline.engines.runtimes import Runner, check_engine_name, check_precision, import_runtime, open_runner
 
 __all__ = ["Engine", "OnnxEngine", "ParserEngine", "VToonifyEngine", "get_engine"]
@@ -135,22 +138,27 @@ class Engine:
 
 
 class OnnxEngine(Engine):
-    """An ONNX engine (``'onnxruntime'`` or ``'openvino'``): checkpoints exported on first use (``cache``) and run on
-    the runtime in ``dtype`` with ``threads`` threads (default ``torch.get_num_threads()`` at load time)."""
+    """An ONNX engine (``'onnxruntime'``, ``'openvino'`` or ``'tensorrt'``): checkpoints exported on first use
+    (``cache``) and run on the runtime on ``device`` (CPU, or CUDA through ONNX Runtime's CUDA or TensorRT provider)
+    in ``dtype`` with ``threads`` threads (default ``torch.get_num_threads()`` at load time)."""
 
     def __init__(self, name: str, dtype: torch.dtype = torch.float32, cache: ExportCache | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, device: str | torch.device = "cpu"):
         super().__init__(dtype)
-        self.name, self.threads = name, threads
+        self.name, self.threads, self.device = name, threads, torch.device(device)
         self.cache = cache if cache is not None else ExportCache()
+        # the runtime that checks a new export against PyTorch (on the CPU: the GPU engines are ONNX Runtime's)
+        self.check = "openvino" if name == "openvino" else "onnxruntime"
 
     def _runner(self, path: Path) -> Runner:
+        if self.device.type == "cuda":  # the TensorRT engines are cached beside the ONNX file
+            return open_gpu_runner(path, self.name, self.dtype, self.device, path.parent, self.threads)
         return open_runner(path, self.name, self.dtype, self.threads)
 
     def vtoonify(self, ckpt: str | os.PathLike, model: nn.Module | None = None, backbone: str | None = None) -> VToonifyEngine:
         """A :class:`VToonifyEngine` of ``ckpt`` (``model`` is not used: the export reads the file, whose content keys
         the cache); ``backbone``, when given, must be the file's."""
-        path = self.cache.get(ckpt, check=self.name)
+        path = self.cache.get(ckpt, check=self.check)
         engine = VToonifyEngine(self._runner(path), path)
         if backbone is not None and backbone != engine.backbone:
             raise CheckpointError(f"{ckpt} is a VToonify checkpoint with backbone '{engine.backbone}' but backbone "
@@ -159,22 +167,29 @@ class OnnxEngine(Engine):
 
     def parser(self, path: str | os.PathLike, model: nn.Module | None = None) -> ParserEngine:
         """A :class:`ParserEngine` of the BiSeNet checkpoint ``path`` (``model`` is not used)."""
-        onnx_path = self.cache.get(path, check=self.name)
+        onnx_path = self.cache.get(path, check=self.check)
         return ParserEngine(self._runner(onnx_path), onnx_path)
 
 
 def get_engine(name: str = "torch", dtype: torch.dtype = torch.float32, cache_dir: str | os.PathLike | None = None,
-               threads: int | None = None) -> Engine:
-    """The engine ``name`` (``'torch'``, ``'onnxruntime'`` or ``'openvino'``) computing in ``dtype``.
+               threads: int | None = None, device: str | torch.device = "cpu") -> Engine:
+    """The engine ``name`` (``'torch'``, ``'onnxruntime'``, ``'openvino'`` or ``'tensorrt'``) computing in ``dtype``
+    on ``device`` (the torch engine's modules are placed by the caller).
 
-    Raises (one line each): :class:`common.errors.OptionError` for an unknown name or a precision the engine
-    does not compute in (ONNX Runtime: float32 only; OpenVINO: float32, bfloat16);
-    :class:`pipeline.engines.runtimes.EngineNotInstalledError` when its runtime is not installed (it names the
-    extra: ``pip install -e ".[openvino]"``). ``cache_dir``: the export cache folder (default
+    Raises (one line each): :class:`common.errors.OptionError` for an unknown name, a device the engine does not run
+    on (OpenVINO: CPU; ONNX Runtime: CPU, CUDA; TensorRT: CUDA) or a precision it does not compute in there (ONNX
+    Runtime: float32 only; OpenVINO: float32, bfloat16; TensorRT: float32, float16);
+    :class:`pipeline.engines.runtimes.EngineNotInstalledError` when its runtime (on CUDA: ONNX Runtime's CUDA or
+    TensorRT provider, TensorRT's package) is not installed (it names the extra: ``pip install -e ".[openvino]"``,
+    ``".[gpu]"``, ``".[tensorrt]"``). ``cache_dir``: the export cache folder (default
     :func:`pipeline.engines.cache.default_cache_dir`).
     """
     if check_engine_name(name) == "torch":
         return Engine(dtype)
-    import_runtime(name)
-    check_precision(name, dtype)
-    return OnnxEngine(name, dtype, ExportCache(cache_dir), threads)
+    device = check_device(name, device)
+    if device.type == "cuda":
+        check_gpu_engine(name, dtype, device)
+    else:
+        import_runtime(name)
+        check_precision(name, dtype)
+    return OnnxEngine(name, dtype, ExportCache(cache_dir), threads, device)

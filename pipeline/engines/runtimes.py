@@ -6,6 +6,8 @@ the cores as the torch path does). Precision: ONNX Runtime's CPU provider comput
 bfloat16 kernels for these convolutions); OpenVINO takes float32 or bfloat16 as its ``INFERENCE_PRECISION_HINT``.
 OpenVINO's own default on a CPU with native bfloat16 arithmetic is bfloat16, so float32 is always asked for
 explicitly.
+
+ONNX Runtime on a CUDA GPU (its CUDA and TensorRT providers): :mod:`pipeline.engines.providers`.
 """
 from __future__ import annotations
 
@@ -89,14 +91,18 @@ class Runner:
 
 
 class _OnnxRuntimeRunner(Runner):
-    def __init__(self, path: os.PathLike, precision: str, threads: int):
+    """``providers``: the session's providers (default the CPU's; :mod:`pipeline.engines.providers` gives those of
+    a CUDA device); ``engine``: the engine name it runs for (``'onnxruntime'`` or ``'tensorrt'``)."""
+
+    def __init__(self, path: os.PathLike, precision: str, threads: int, providers: list | None = None,
+                 engine: str = "onnxruntime"):
         ort = import_runtime("onnxruntime")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: no per-node warnings on stderr
-        self.session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
-        self.engine, self.precision = "onnxruntime", precision
+        self.session = ort.InferenceSession(os.fspath(path), options, providers=providers or ["CPUExecutionProvider"])
+        self.engine, self.precision = engine, precision
         self.input_shapes = {i.name: tuple(d if isinstance(d, int) else None for d in i.shape)
                              for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]

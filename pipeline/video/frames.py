@@ -21,7 +21,8 @@ class FrameBatcher:
     Frames wait in a queue until a batch is full; the batch is then parsed by BiSeNet as one stacked tensor and
     stylised. Only where a frame's parsing is needed on its own is it parsed on arrival: with precomputed maps (read
     per frame) and with the parsing smoother, which takes frames one by one and hands them back a few frames later.
-    A compiled model keeps one graph per shape, so a short last batch is padded with copies of its last frame.
+    A compiled model keeps one graph per shape (and TensorRT one engine per shape range), so a short last batch is
+    padded with copies of its last frame (``pipe.pads_batches``).
     """
 
     def __init__(self, pipe, plan, style_degree: float, emit: Callable[..., None]):
@@ -58,7 +59,7 @@ class FrameBatcher:
         h, w = self.plan.size
         while len(self.queue) >= max(min_size, 1):
             items = [self.queue.popleft() for _ in range(min(batch_size, len(self.queue)))]
-            pad = batch_size - len(items) if pipe.compile is not None else 0
+            pad = batch_size - len(items) if pipe.pads_batches else 0
             x = torch.stack([it[2] for it in items] + [items[-1][2]] * pad)
             if items[0][4] is None:
                 parsing = pipe.parse(x)
