@@ -4,7 +4,8 @@
     python app.py --ckpt_dir /data/vtoonify --device cuda --max_video_seconds 30
 
 The page offers every model found in the checkpoint folder (``vtoonify_d_<style>/vtoonify_s_d*.pt`` with
-its ``exstyle_code.npy``, ``vtoonify_t_<style>/vtoonify.pt``) and any given with ``--ckpt``; the exemplar
+its ``exstyle_code.npy``, ``vtoonify_t_<style>/vtoonify.pt``) and any given with ``--ckpt``, then the released
+styles not downloaded yet (fetched into the checkpoint folder when picked, unless ``--no_download``); the exemplar
 style (with a thumbnail of it), the style degree and colour transfer for VToonify-D; cropping around the
 face; a photo or a video upload, or the bundled public-domain samples (scikit-image's astronaut, and a
 short clip panning over it, with a tone as its audio track). Results appear with a progress bar; videos keep
@@ -47,6 +48,7 @@ from demo.config import (
 )
 from demo.handlers import describe_video, read_image, style_thumbnail, toonify_image, toonify_video
 from demo.page import build_app
+from demo.released import with_released_styles
 from demo.state import AppState, render_exemplar
 from hub.released import CHECKPOINT_DIR, SHARED_FILES, files_for
 from pipeline.samples import sample_photo
@@ -101,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share", action="store_true",
                    help="also publish the page through a temporary public gradio.live link (default: off)")
     p.add_argument("--no_download", action="store_true",
-                   help="never download the default model when the checkpoint folder has none (also: VTOONIFY_NO_DOWNLOAD=1)")
+                   help="never download: neither the default model when the checkpoint folder has none, nor a released "
+                        "style picked in the page (then not listed); also: VTOONIFY_NO_DOWNLOAD=1")
     return p
 
 
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print("error: " + "\n".join(missing_file_message(p) for p in missing), file=sys.stderr)
         return 1
+    config = with_released_styles(config, args.ckpt_dir, no_download=args.no_download)  # listed, fetched when picked
     state = AppState(config)
     try:  # the default model is loaded up front, so that the first request is quick
         state.pipeline(config.labels[0])

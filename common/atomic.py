@@ -25,8 +25,8 @@ try:
 except ImportError:  # Windows: no advisory locks; concurrent updates are not protected there
     fcntl = None
 
-__all__ = ["atomic_output", "atomic_outputs", "cache_root", "check_writable_folder", "file_lock", "new_folders_removed",
-           "store_cache", "sweep_stale", "temporary_path"]
+__all__ = ["atomic_output", "atomic_outputs", "cache_root", "check_writable_folder", "file_lock", "folder_lock",
+           "new_folders_removed", "store_cache", "sweep_stale", "temporary_path"]
 
 _MARK = ".partial"
 #: The longest file name (bytes) of the usual file systems (ext4, XFS, btrfs, APFS, NTFS in characters).
@@ -208,6 +208,30 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
         finally:
             if fcntl is not None:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock for the block on the existing ``folder`` itself (no lock file is left in it): another
+    process or thread that asks for the same folder waits; the lock goes with the process if it dies. Where the file
+    system cannot lock a folder (some network file systems; Windows) the block runs unlocked."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            locked = True
+        except OSError:  # cannot be locked here: unlocked, as on Windows
+            locked = False
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def cache_root() -> Path:

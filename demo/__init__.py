@@ -6,6 +6,8 @@
   :class:`pipeline.registry.PipelineCache`, style thumbnails, a work folder).
 * :mod:`demo.handlers`: what the page's buttons do, as plain functions of an ``AppState`` (photos, videos,
   thumbnails); importable and tested without Gradio.
+* :mod:`demo.released`: the released styles not in the checkpoint folder, listed with a download marker and
+  fetched when picked.
 * :mod:`demo.page`: the Gradio page that wires the handlers to its controls (the only module that needs Gradio).
 
 ``app.py`` is the entry point (command line, first-run download, start-up) and re-exports the public names.

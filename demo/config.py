@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import OptionError
+from hub.catalog import ReleasedVariant
 from hub.released import BACKBONE_FILES, DEFAULT_STYLE, SHARED_FILES, model_folder
 
 __all__ = [
@@ -48,11 +49,14 @@ class ModelEntry:
     """One VToonify checkpoint offered on the page.
 
     ``exstyle_path`` defaults to ``exstyle_code.npy`` next to ``ckpt`` (VToonify-D); VToonify-T needs none.
+    ``released``: a released style not (wholly) on disk when the app started, fetched when picked
+    (:mod:`demo.released`); ``ckpt`` is then ``<checkpoint folder>/<released.model>``.
     """
 
     label: str
     ckpt: Path
     exstyle_path: Path | None = None
+    released: ReleasedVariant | None = None
 
     @property
     def color_transfer_model(self) -> bool:
@@ -113,11 +117,13 @@ class AppConfig:
     max_video_seconds: float | None = 10.0  # None: no limit
     max_video_frames: int | None = None  # None: no limit
     max_loaded_models: int = 2
+    #: Released styles not on disk, offered after ``models`` and fetched when picked (see :mod:`demo.released`).
+    downloadable: tuple[ModelEntry, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.models:
             raise OptionError("no VToonify model to serve")
-        labels = [m.label for m in self.models]
+        labels = [m.label for m in self.models + self.downloadable]
         if len(set(labels)) != len(labels):
             raise OptionError(f"model labels must be unique, got {labels}")
         if self.max_loaded_models < 1:
@@ -153,10 +159,11 @@ class AppConfig:
         return [m.label for m in self.models]
 
     def model(self, label: str) -> ModelEntry:
-        for entry in self.models:
+        for entry in self.models + self.downloadable:
             if entry.label == label:
                 return entry
-        raise OptionError(f"unknown model {label!r}; choose one of: {', '.join(self.labels)}")
+        raise OptionError(f"unknown model {label!r}; choose one of: "
+                          f"{', '.join(m.label for m in self.models + self.downloadable)}")
 
     def missing_files(self) -> list[Path]:
         """Files the configuration names that do not exist."""

@@ -9,26 +9,23 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from common.errors import USER_ERRORS
 from common.images import read_rgb
 from demo.config import DEFAULT_STYLE_ID, over_limits, too_large
+from demo.released import Progress
 from demo.state import AppState
 from pipeline.styles import StyleCodeError
 from pipeline.stylize import NoFaceError, VToonifyPipeline
 from pipeline.videoio import VideoError, probe
 
-__all__ = ["describe_video", "read_image", "style_thumbnail", "toonify_image", "toonify_video"]
+__all__ = ["describe_video", "fetch_model", "read_image", "style_thumbnail", "toonify_image", "toonify_video"]
 
 log = logging.getLogger("vtoonify.app")
 
-#: ``progress(fraction, desc=...)``: ``gr.Progress`` or any callable with that signature.
-Progress = Callable[..., Any]
 ImageInput = np.ndarray | str | os.PathLike | None
 
 # Failures that are the user's input or the user's files, reported on the page in words (anything else is
@@ -185,6 +182,16 @@ def toonify_video(state: AppState, video: str | os.PathLike | None, model: str, 
     audio = "audio kept" if info.has_audio else "no audio in the input"
     return str(result.output_path), (f"Done in {time.perf_counter() - start:.0f} s: {result.frames} frames at "
                                      f"{result.fps:g} fps, {audio}. Download it with the button on the video.")
+
+
+def fetch_model(state: AppState, model: str, progress: Progress | None = None) -> tuple[bool, str | None]:
+    """Download a released model picked on the page if it is not on disk yet (:meth:`AppState.fetch`, each file
+    reported to ``progress``): ``(whether anything was downloaded, None)``, or ``(False, one-line message)`` when it
+    could not be (offline, downloads turned off, a full disk; nothing half-written is left)."""
+    try:
+        return state.fetch(model, progress), None
+    except (*EXPECTED_ERRORS, ImportError) as e:  # ImportError: huggingface_hub is not installed
+        return False, error_message(e)
 
 
 def style_thumbnail(state: AppState, model: str, style_id: int) -> tuple[np.ndarray | None, str]:

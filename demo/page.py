@@ -8,13 +8,16 @@ import numpy as np
 
 from common.options import RANGES
 from demo.config import RESULT_MAX_AGE, THUMBNAIL_SIZE, AppConfig
-from demo.handlers import EXPECTED_ERRORS, describe_video, style_thumbnail, toonify_image, toonify_video
+from demo.handlers import EXPECTED_ERRORS, describe_video, fetch_model, style_thumbnail, toonify_image, toonify_video
 from demo.state import AppState
 from pipeline.precision import FAST_TOGGLE_INFO, fast_mode_available
 from pipeline.samples import sample_photo
 from pipeline.stylize import resolve_device
 
 __all__ = ["build_app"]
+
+#: Seconds the page build waits for the hub to tell the sizes of the released styles (later: at the next load or pick).
+SIZES_WAIT = 1.0
 
 
 def _intro(config: AppConfig) -> str:
@@ -24,19 +27,29 @@ def _intro(config: AppConfig) -> str:
     if config.max_video_frames is not None:
         limits.append(f"{config.max_video_frames} frames")
     videos = f"Videos up to {' and '.join(limits)}" if limits else "Videos of any length"
+    released = (" The released styles not on this machine yet are listed too, marked *download*: picking one fetches "
+                "it (once) into the checkpoint folder." if config.downloadable else "")
     return (
         "# VToonify\n"
         "Toonify a portrait photo or a short video with the VToonify models on this machine "
         f"(running on {resolve_device(config.device).type.upper()}). Pick a model and a style, upload a photo or "
         "a video (or use a sample) and press *Toonify*. "
         f"{videos}; they keep their audio. The thumbnail next to the style id is the exemplar's style code "
-        "as the model's DualStyleGAN renders it."
+        "as the model's DualStyleGAN renders it." + released
     )
 
 
 def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
     """The page; ``state`` (default: a new :class:`AppState` of ``config``) holds the models."""
     state = state if state is not None else AppState(config)
+
+    def fetch_picked(label: str, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Any:  # noqa: B008
+        """Download a released style when it is picked, its progress over the style note; a failure is one line (a
+        gr.Error), and the model list stays usable."""
+        _, message = fetch_model(state, label, progress)
+        if message is not None:
+            raise gr.Error(message)
+        return gr.update()
 
     def on_model(label: str, current: float) -> tuple[Any, Any, Any]:
         """Fit the style controls to the chosen model (loading it)."""
@@ -82,7 +95,8 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
         gr.Markdown(_intro(config))
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=320):
-                model = gr.Dropdown(config.labels, value=config.labels[0], label="Model", elem_id="model")
+                model = gr.Dropdown(state.model_choices(wait=SIZES_WAIT), value=config.labels[0], label="Model",
+                                    elem_id="model")
                 style_id = gr.Slider(0, 1, value=0, step=1, label="Style id", info="the exemplar style (VToonify-D)",
                                      elem_id="style-id")
                 with gr.Row(equal_height=True):
@@ -135,7 +149,10 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
                     video_status = gr.Markdown(elem_id="video-status")
 
         style_inputs, style_outputs = [model, style_id], [thumbnail, style_note]
-        gr.on([demo.load, model.change], on_model, [model, style_id], [style_id, degree, color_transfer]) \
+        # the list is refreshed after each pick: a style just fetched loses its marker, sizes told late appear
+        gr.on([demo.load, model.change], fetch_picked, model, style_note, concurrency_limit=None) \
+            .success(lambda: gr.update(choices=state.model_choices()), None, model, show_progress="hidden") \
+            .success(on_model, [model, style_id], [style_id, degree, color_transfer]) \
             .then(show_style, style_inputs, style_outputs, concurrency_id="thumbnail")
         style_id.input(show_style, style_inputs, style_outputs, trigger_mode="always_last", concurrency_id="thumbnail")
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from demo.config import MAX_CACHED_THUMBNAILS, RESULT_MAX_AGE, THUMBNAIL_SIZE, AppConfig, ModelInfo
+from demo.released import Progress, SizeLookup, fetch_released, model_choices
 from pipeline.precision import FAST_DTYPE
 from pipeline.registry import LRU, PipelineCache, PipelineKey
 from pipeline.samples import sample_photo, synthesize_test_video
@@ -25,7 +26,8 @@ class AppState:
     """The app's models and files: pipelines loaded on first use and kept warm, thumbnails, a work folder.
 
     At most ``config.max_loaded_models`` pipelines stay loaded (a :class:`pipeline.registry.PipelineCache`: the
-    least recently used one is dropped to make room). Results are written under a private temporary folder,
+    least recently used one is dropped to make room). A released style not downloaded yet (``config.downloadable``)
+    is fetched when first used (:meth:`fetch`). Results are written under a private temporary folder,
     removed by :meth:`close` or when the process exits. Safe to use from Gradio's worker threads.
     """
 
@@ -38,6 +40,7 @@ class AppState:
         self._thumbnails: LRU[tuple[str, int], np.ndarray] = LRU(MAX_CACHED_THUMBNAILS, "thumbnail")
         self._lock = threading.Lock()  # guards the sample video
         self._sample_video: Path | None = None
+        self.sizes = SizeLookup(rel for entry in config.downloadable for rel in entry.released.own_files)
 
     @property
     def loaded(self) -> list[str]:
@@ -45,13 +48,25 @@ class AppState:
         return [self._names[key] for key in self.pipelines.keys()]
 
     def pipeline(self, label: str, fast: bool = False) -> VToonifyPipeline:
-        """The pipeline of model ``label``, loading it if needed; ``fast``: in bfloat16 (the page's "fast" toggle)."""
+        """The pipeline of model ``label``, loading it if needed (and fetching a released one, see :meth:`fetch`);
+        ``fast``: in bfloat16 (the page's "fast" toggle)."""
         entry = self.config.model(label)
+        fetch_released(entry)
         dtype, name = (FAST_DTYPE, f"{label} (fast)") if fast else (self.config.dtype, label)
         options = dict(style_encoder_path=self.config.style_encoder_path, faceparsing_path=self.config.faceparsing_path,
                        exstyle_path=entry.exstyle_path, device=self.config.device, dtype=dtype)
         self._names[self.pipelines.key(entry.ckpt, **options)] = name
         return self.pipelines.get(entry.ckpt, **options)
+
+    def fetch(self, label: str, progress: Progress | None = None) -> bool:
+        """Download the files of model ``label`` if it is a released style not (wholly) on disk yet, into the
+        checkpoint folder (:func:`demo.released.fetch_released`); whether anything was downloaded."""
+        return fetch_released(self.config.model(label), progress)
+
+    def model_choices(self, wait: float = 0.0) -> list[tuple[str, str]]:
+        """``(shown name, label)`` of the models for the page's list (:func:`demo.released.model_choices`), after
+        waiting at most ``wait`` seconds for the sizes of the released styles not downloaded yet."""
+        return model_choices(self.config, self.sizes.get(wait))
 
     def model_info(self, label: str) -> ModelInfo:
         """Backbone and exemplar styles of model ``label`` (loads it)."""

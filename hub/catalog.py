@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hub.fetching import remote_sizes
+from hub.fetching import FileProgress, remote_sizes
 from hub.first_run import human_size
 from hub.released import BACKBONE_FILES, CHECKPOINT_DIR, SHARED_FILES, files_for
 
@@ -70,16 +70,18 @@ def style_table(checkpoint_dir: str | os.PathLike = CHECKPOINT_DIR,
 
 def fetch_style(backbone: str, style: str, color_transfer: bool = False,
                 checkpoint_dir: str | os.PathLike = CHECKPOINT_DIR, download: bool = True,
-                progress: bool = True) -> list[Path]:
-    """The local paths of a released style's files (the helpers first, then its model and its companions),
-    downloading the missing ones (unless ``download`` is false or downloads are turned off); a missing file that
-    could not be fetched raises :class:`common.errors.MissingFileError` naming the command that fetches it."""
+                progress: bool = True, shared: bool = True, on_file: FileProgress | None = None) -> list[Path]:
+    """The local paths of a released style's files (the helpers first, then its model and its companions; without
+    the helpers when not ``shared``), downloading the missing ones (unless ``download`` is false or downloads are
+    turned off; ``on_file``: see :data:`hub.fetching.FileProgress`); a missing file that could not be fetched raises
+    :class:`common.errors.MissingFileError` naming the command that fetches it."""
     from common.errors import MissingFileError
     from hub.download_hints import missing_file_message
     from hub.first_run import fetch_missing_defaults
 
-    paths = [Path(checkpoint_dir, rel) for rel in files_for(backbone, style, color_transfer=color_transfer)]
-    fetch_missing_defaults(paths, checkpoint_dir, no_download=not download, progress=progress)
+    rels = files_for(backbone, style, color_transfer=color_transfer)
+    paths = [Path(checkpoint_dir, rel) for rel in (rels if shared else rels[len(SHARED_FILES):])]
+    fetch_missing_defaults(paths, checkpoint_dir, no_download=not download, progress=progress, on_file=on_file)
     for path in paths:
         if not path.is_file():
             raise MissingFileError(missing_file_message(path, backbone=backbone, style=style))

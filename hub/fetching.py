@@ -15,17 +15,20 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path, PurePosixPath
 
-from common.atomic import atomic_output
+from common.atomic import atomic_output, folder_lock, new_folders_removed
 from common.errors import OptionError
 from hub.download_hints import manual_download_url, selection_of_request
 from hub.released import CHECKPOINT_DIR, DEFAULT_REPO, REMOTE_DIR
 from model.errors import UserError
 
-__all__ = ["DownloadError", "Downloader", "check_hub_reachable", "fetch", "hub_download", "remote_sizes"]
+__all__ = ["DownloadError", "Downloader", "FileProgress", "check_hub_reachable", "fetch", "hub_download", "remote_sizes"]
 
 #: ``downloader(repo_id, filename, *, revision=..., local_dir=...) -> path of the downloaded file``;
 #: :func:`huggingface_hub.hf_hub_download` has this signature.
 Downloader = Callable[..., "str | os.PathLike[str]"]
+#: ``on_file(index, count, relpath)``: called before the file ``relpath``, the ``index``-th (from 0) of the ``count``
+#: files of a request, is downloaded (a progress bar's hook; huggingface_hub's own bars show the bytes).
+FileProgress = Callable[[int, int, str], None]
 
 
 class DownloadError(UserError, RuntimeError):
@@ -126,12 +129,15 @@ def fetch(
     force: bool = False,
     progress: bool = True,
     downloader: Downloader | None = None,
+    on_file: FileProgress | None = None,
 ) -> list[Path]:
     """Download ``models/<rel>`` of the Hugging Face repository to ``dest/<rel>`` for each ``rel``.
 
     Files already present are kept unless ``force``. Each file is downloaded into a temporary folder
     next to its destination and renamed into place only once complete, so an interrupted or failed
-    download never leaves a partial file under the final name.
+    download never leaves a partial file under the final name. Downloads into one ``dest`` take turns
+    (:func:`common.atomic.folder_lock` on ``dest``, across threads and processes), and a file another
+    caller fetched while this one waited is not fetched again.
 
     Args:
         relpaths: paths relative to the checkpoint folder, e.g. from :func:`hub.released.files_for`.
@@ -143,6 +149,7 @@ def fetch(
         downloader: the function that downloads one file, called as
             ``downloader(repo_id, filename, revision=..., local_dir=...)`` and returning the path of the
             downloaded file; defaults to :func:`huggingface_hub.hf_hub_download`.
+        on_file: called before each file is downloaded (see :data:`FileProgress`).
 
     Returns:
         The local path of every requested file, in order.
@@ -160,23 +167,29 @@ def fetch(
     errors = _failure_types()
     paths: list[Path] = []
     with nullcontext() if progress else _hub_progress_bars_disabled():
-        for rel in rels:
+        for index, rel in enumerate(rels):
             target = dest.joinpath(*rel.parts)
             paths.append(target)
             if target.is_file() and not force:
                 if progress:
                     print(f"present   {target}", file=sys.stderr)
                 continue
-            if progress:
-                print(f"fetching  {REMOTE_DIR}/{rel} -> {target}", file=sys.stderr)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as staging, \
-                    atomic_output(target) as tmp:
-                try:
-                    downloaded = download(repo_id, f"{REMOTE_DIR}/{rel}", revision=revision, local_dir=staging)
-                except errors as e:
-                    raise _download_error(rel, rels, dest, repo_id, revision, e) from e
-                _move_to(Path(downloaded), Path(staging), tmp)
+            dest.mkdir(parents=True, exist_ok=True)
+            with folder_lock(dest), new_folders_removed(target.parent):  # a failure leaves no new empty folder
+                if target.is_file() and not force:  # fetched by another caller while this one waited
+                    continue
+                if on_file is not None:
+                    on_file(index, len(rels), str(rel))
+                if progress:
+                    print(f"fetching  {REMOTE_DIR}/{rel} -> {target}", file=sys.stderr)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as staging, \
+                        atomic_output(target) as tmp:
+                    try:
+                        downloaded = download(repo_id, f"{REMOTE_DIR}/{rel}", revision=revision, local_dir=staging)
+                    except errors as e:
+                        raise _download_error(rel, rels, dest, repo_id, revision, e) from e
+                    _move_to(Path(downloaded), Path(staging), tmp)
     return paths
 
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from hub.fetching import Downloader, fetch, remote_sizes
+from hub.fetching import Downloader, FileProgress, fetch, remote_sizes
 from hub.released import DEFAULT_REPO, released_file
 
 __all__ = ["NO_DOWNLOAD_ENV", "downloads_disabled", "fetch_missing_defaults", "human_size", "released_relpath"]
@@ -49,8 +49,9 @@ def human_size(n: int) -> str:
 
 def fetch_missing_defaults(defaults: Sequence[str | os.PathLike], checkpoint_dir: str | os.PathLike,
                            no_download: bool = False, progress: bool = True,
-                           downloader: Downloader | None = None) -> list[Path]:
-    """Download the files of ``defaults`` (default paths of a run) that are missing and released.
+                           downloader: Downloader | None = None, on_file: FileProgress | None = None) -> list[Path]:
+    """Download the files of ``defaults`` (default paths of a run) that are missing and released
+    (``on_file``: see :data:`hub.fetching.FileProgress`).
 
     Returns the paths fetched (empty when nothing was missing or downloading is off). Files that are not
     released files under ``checkpoint_dir`` are left alone (the caller reports them missing).
@@ -66,4 +67,4 @@ def fetch_missing_defaults(defaults: Sequence[str | os.PathLike], checkpoint_dir
     total = f", {human_size(sum(sizes.values()))}" if sizes and len(sizes) == len(wanted) else ""
     print(f"first run: downloading {len(wanted)} missing file(s){total} from {DEFAULT_REPO} into {checkpoint_dir} "
           f"({', '.join(wanted)}); --no_download or {NO_DOWNLOAD_ENV}=1 turns this off", file=sys.stderr)
-    return fetch(wanted, checkpoint_dir, progress=progress, downloader=downloader)
+    return fetch(wanted, checkpoint_dir, progress=progress, downloader=downloader, on_file=on_file)

@@ -167,6 +167,21 @@ def test_fetch_skips_present_files_and_force_refetches(tmp_path):
     assert (tmp_path / "encoder.pt").read_text() == "PKUWilliamYang/VToonify@None:models/encoder.pt"
 
 
+def test_fetch_tells_each_file(tmp_path):
+    """``on_file`` hears of each file fetched (not of those present), and a failure leaves no new folder (two callers
+    at once: tests/test_app_released.py)."""
+    (tmp_path / "encoder.pt").write_bytes(b"mine")
+    rels = files_for("toonify", "pixar")
+    told = []
+    fetch(rels, dest=tmp_path, progress=False, downloader=FakeHub(), on_file=lambda *a: told.append(a))
+    assert told == [(1, 3, "faceparsing.pth"), (2, 3, "vtoonify_t_pixar/vtoonify.pt")]
+
+    rel = "vtoonify_t_comic/vtoonify.pt"
+    with pytest.raises(DownloadError):
+        fetch([rel], dest=tmp_path, progress=False, downloader=FakeHub(fail_on=f"models/{rel}"))
+    assert not (tmp_path / "vtoonify_t_comic").exists()
+
+
 def test_fetch_reports_progress_on_stderr(tmp_path, capsys):
     (tmp_path / "encoder.pt").write_bytes(b"mine")
     fetch(["encoder.pt", "faceparsing.pth"], dest=tmp_path, downloader=FakeHub())
