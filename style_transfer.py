@@ -142,19 +142,13 @@ def _resolve_style(args: argparse.Namespace) -> None:
 def _require_files(args: argparse.Namespace) -> None:
     """Fetch missing default files on the first run (unless turned off); fail early, naming a missing file
     and the command that fetches it."""
-    from hub.first_run import fetch_missing_defaults
+    from hub.first_run import require_files
+    from hub.released import guess_style_from_path
 
     needed = _needed_files(args)
-    fetch_missing_defaults([path for path, default in needed if default], CHECKPOINT_DIR,
-                           no_download=args.no_download, progress=not args.no_progress)
-    for path, _ in needed:
-        if not os.path.isfile(path):
-            from common.errors import MissingFileError
-            from hub.download_hints import missing_file_message
-            from hub.released import guess_style_from_path
-
-            style = (guess_style_from_path(args.ckpt) or (None, None))[1]
-            raise MissingFileError(missing_file_message(path, backbone=args.backbone, style=style))
+    require_files([path for path, _ in needed], CHECKPOINT_DIR, [path for path, default in needed if default],
+                  backbone=args.backbone, style=(guess_style_from_path(args.ckpt) or (None, None))[1],
+                  no_download=args.no_download, progress=not args.no_progress)
 
 
 def _run(args: argparse.Namespace) -> list[Path]:

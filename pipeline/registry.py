@@ -19,8 +19,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from common.errors import MissingFileError, OptionError
-from hub.download_hints import missing_file_message
+from common.errors import OptionError
+from hub import first_run
 from hub.released import default_model, guess_style_from_path, released_path  # noqa: F401  (re-exported)
 from pipeline.stylize import VToonifyPipeline
 
@@ -96,9 +96,7 @@ def require_files(ckpt: str | os.PathLike, *helpers: str | os.PathLike | None, b
     """Raise :class:`MissingFileError` naming the first of ``ckpt`` and ``helpers`` (``None``: skipped) that does not
     exist, with the command that downloads it (for the style the checkpoint's path tells, else ``backbone``'s)."""
     guessed_backbone, style = guess_style_from_path(ckpt) or (backbone, None)
-    for path in (ckpt, *helpers):
-        if path is not None and not os.path.isfile(path):
-            raise MissingFileError(missing_file_message(path, backbone=guessed_backbone, style=style))
+    first_run.require_files((ckpt, *helpers), backbone=guessed_backbone, style=style)
 
 
 class PipelineCache:
