@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from common.options import COMPILE_MODES, ENGINES, FACE_MODES, RANGES
+from common.options import COMPILE_MODES, FACE_MODES, RANGES, add_engine_argument
 from hub.released import STYLES, default_model, released_path
 from pipeline.precision import BF16_PSNR_DB, BF16_SPEEDUP
 
@@ -76,10 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "videos; with --track, --faces all, or without --scale_image)")
     p.add_argument("--output_scale", type=RANGES["output_scale"].parser("--output_scale"), default=None, metavar="S",
                    help="--paste_back: the output's size, times the input's (1 to 4; default 1)")
-    p.add_argument("--engine", type=str, default="torch", choices=ENGINES,
-                   help="what runs VToonify and the face parser: torch, or (CPU) onnxruntime / openvino, exported to ONNX "
-                        "on first use into ~/.cache/vtoonify/engines ($VTOONIFY_CACHE); with --dtype bfloat16, openvino "
-                        "computes in bfloat16. Install an engine with pip install -e \".[openvino]\" (or .[onnxruntime])")
+    add_engine_argument(p)
     p.add_argument("--track", action="store_true", help="video: move the crop with the face (smoothed), output size constant")
     p.add_argument("--smooth_parsing", type=RANGES["smooth_parsing"].parser("--smooth_parsing"), default=0, metavar="W",
                    help="video: smooth parsing maps over +-W frames with optical flow to reduce flicker "
@@ -203,7 +200,7 @@ def _load(args: argparse.Namespace):
                                          progress=not args.no_progress)
     elif pipe.backbone == "dualstylegan":
         pipe.exstyle(args.style_id)  # validates --style_id before any work
-    tip = bf16_tip(pipe.device, dtype)
+    tip = bf16_tip(pipe.device, dtype, engine=args.engine)
     if tip:
         print(tip, file=sys.stderr)
     os.makedirs(args.output_path, exist_ok=True)

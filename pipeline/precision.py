@@ -102,12 +102,22 @@ def native_bf16(flags: Iterable[str] | None = None, mkldnn: bool | None = None) 
 
 
 def fast_mode_available(device: torch.device | str | None, dtype: str | torch.dtype | None,
-                        flags: Iterable[str] | None = None, mkldnn: bool | None = None) -> bool:
+                        flags: Iterable[str] | None = None, mkldnn: bool | None = None, engine: str = "torch") -> bool:
     """True for a float32 run (``dtype`` None or float32) on a CPU (``device``; ``'auto'`` resolves as the
-    pipeline resolves it) with native bfloat16: where ``--dtype bfloat16`` is worth suggesting."""
+    pipeline resolves it) with native bfloat16, on an ``engine`` that computes in bfloat16 (torch, openvino; not
+    onnxruntime): where ``--dtype bfloat16`` is worth suggesting."""
     import torch
 
     from common.devices import resolve_device
+    from common.errors import OptionError
+
+    if engine != "torch":
+        from pipeline.engines.runtimes import check_precision
+
+        try:
+            check_precision(engine, torch.bfloat16)
+        except OptionError:
+            return False
 
     try:
         on_cpu = resolve_device(device).type == "cpu"
@@ -119,10 +129,10 @@ def fast_mode_available(device: torch.device | str | None, dtype: str | torch.dt
 
 
 def bf16_tip(device: torch.device | str | None, dtype: str | torch.dtype | None, flags: Iterable[str] | None = None,
-             mkldnn: bool | None = None) -> str | None:
-    """The one-line tip for a float32 run on a CPU with native bfloat16, else None (GPU, another dtype,
-    or a CPU where bfloat16 would be slower than float32)."""
-    if not fast_mode_available(device, dtype, flags, mkldnn):
+             mkldnn: bool | None = None, engine: str = "torch") -> str | None:
+    """The one-line tip for a float32 run on a CPU with native bfloat16, else None (GPU, another dtype, an engine
+    without bfloat16, or a CPU where bfloat16 would be slower than float32)."""
+    if not fast_mode_available(device, dtype, flags, mkldnn, engine):
         return None
     return (f"tip: this CPU computes bfloat16 natively: --dtype {FAST_DTYPE} runs about {BF16_SPEEDUP:.1f}x faster "
             f"(output PSNR >= {BF16_PSNR_DB} dB against float32; the float32 default reproduces the original)")
