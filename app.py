@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 from common.errors import USER_ERRORS
-from common.options import RANGES, ranged
+from common.options import RANGES, add_engine_argument, ranged
 from demo.config import (
     DEFAULT_STYLE_ID,
     MAX_CACHED_THUMBNAILS,
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when available; the default), cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="precision of VToonify and the face parser (default: float32)")
+    add_engine_argument(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (default: 127.0.0.1, this machine only; 0.0.0.0: the network too)")
     p.add_argument("--port", type=ranged("port"), default=7860, help="port to serve on (default: 7860)")
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         config = AppConfig.from_checkpoint_dir(
             args.ckpt_dir, args.ckpt, args.style_encoder_path, args.faceparsing_path, device=args.device,
             dtype=args.dtype, max_video_seconds=args.max_video_seconds or None, max_video_frames=args.max_video_frames,
-            max_loaded_models=args.max_loaded_models)
+            max_loaded_models=args.max_loaded_models, engine=args.engine)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

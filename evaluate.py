@@ -41,7 +41,7 @@ import numpy as np
 
 from common.cli import run_cli
 from common.errors import MissingFileError
-from common.options import ranged
+from common.options import add_engine_argument, ranged
 from common.sheets import bar_chart
 from hub.released import SHARED_FILES
 from metrics.identity import FaceEmbedder, identity_distance
@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detect the face in the output, or reuse the input's landmarks (outputs are pixel-aligned)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="VToonify precision")
+    add_engine_argument(p)
     return p
 
 
@@ -245,7 +246,7 @@ def _run(args: argparse.Namespace) -> tuple[list[Path], str]:
     require_files(args.ckpt, args.style_encoder_path, args.faceparsing_path, backbone=args.backbone)
     pipe = VToonifyPipeline(args.ckpt, backbone=args.backbone, style_encoder_path=args.style_encoder_path,
                             faceparsing_path=args.faceparsing_path, exstyle_path=args.exstyle_path, device=args.device,
-                            dtype=args.dtype, keep_style_encoder=False)
+                            dtype=args.dtype, keep_style_encoder=False, engine=args.engine)
     if pipe.backbone == "dualstylegan":
         pipe.exstyle(args.style_id)  # validates --style_id before any work
     frames = read_frames(args.content, args.max_frames)
@@ -261,7 +262,8 @@ def _run(args: argparse.Namespace) -> tuple[list[Path], str]:
                 "style_degree": args.style_degree, "color_transfer": args.color_transfer, "frames": len(frames),
                 "padding": list(args.padding), "baseline_size": args.baseline_size, "flow_preset": args.flow_preset,
                 "static_threshold": args.static_threshold, "identity_landmarks": args.identity_landmarks,
-                "device": str(pipe.device), "dtype": str(pipe.dtype).replace("torch.", "")}
+                "device": str(pipe.device), "engine": pipe.engine.name,
+                "dtype": str(pipe.engine.dtype).replace("torch.", "")}  # the engine's precision (VToonify, parser)
     return _write_outputs(Path(args.output_path), settings, results), markdown_table(results)
 
 

@@ -35,7 +35,7 @@ from common.atomic import atomic_output
 from common.cli import run_cli
 from common.errors import MissingFileError, OptionError
 from common.images import read_rgb
-from common.options import ranged
+from common.options import add_engine_argument, ranged
 from hub.released import SHARED_FILES
 from metrics.figures import (
     DEGREES,
@@ -109,9 +109,9 @@ def _load_images(paths: Sequence[str]) -> list[np.ndarray]:
 
 # -------------------------------------------------------------------------------------- commands
 def _pipeline(args: argparse.Namespace, cache: PipelineCache, ckpt: str, exstyle_path: str | None = None) -> VToonifyPipeline:
-    """The pipeline of ``ckpt`` with the command's helper networks, device and precision (each loaded once)."""
+    """The pipeline of ``ckpt`` with the command's helper networks, device, precision and engine (each loaded once)."""
     return cache.get(ckpt, style_encoder_path=args.style_encoder_path, faceparsing_path=args.faceparsing_path,
-                     exstyle_path=exstyle_path, device=args.device, dtype=args.dtype)
+                     exstyle_path=exstyle_path, device=args.device, dtype=args.dtype, engine=args.engine)
 
 
 def _layout(args: argparse.Namespace) -> Layout:
@@ -212,7 +212,7 @@ def _cmd_all(args: argparse.Namespace, cache: PipelineCache) -> list[Path]:
     subcommand is run with the command line it would get on its own, sharing the loaded models."""
     shared = ["--output_dir", args.output_dir, "--padding", *map(str, args.padding), "--panel", str(args.panel),
               "--style_encoder_path", args.style_encoder_path, "--faceparsing_path", args.faceparsing_path,
-              "--device", args.device]
+              "--device", args.device, "--engine", args.engine]
     shared += ["--name", args.name] if args.name else []
     shared += ["--dtype", args.dtype] if args.dtype else []
     degree = ["--style_degree", str(args.style_degree)]
@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--faceparsing_path", default=parser, help="BiSeNet face parser")
     common.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
     common.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="VToonify precision")
+    add_engine_argument(common)
     common.add_argument("--padding", type=ranged("padding"), nargs=4, default=list(DEFAULT_PADDING),
                         metavar=("LEFT", "RIGHT", "TOP", "BOTTOM"),
                         help="pixels kept around the eye centre after rescaling (as style_transfer.py)")

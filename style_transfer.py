@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from common.options import COMPILE_MODES, ENGINES, FACE_MODES, RANGES
+from common.options import COMPILE_MODES, FACE_MODES, RANGES, add_engine_argument
 from hub.released import STYLES, default_model, released_path
 from pipeline.precision import BF16_PSNR_DB, BF16_SPEEDUP
 
@@ -76,12 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "videos; with --track, --faces all, or without --scale_image)")
     p.add_argument("--output_scale", type=RANGES["output_scale"].parser("--output_scale"), default=None, metavar="S",
                    help="--paste_back: the output's size, times the input's (1 to 4; default 1)")
-    p.add_argument("--engine", type=str, default="torch", choices=ENGINES,
-                   help="what runs VToonify and the face parser: torch, or onnxruntime (CPU; CUDA with onnxruntime-gpu) / "
-                        "openvino (CPU) / tensorrt (CUDA: ONNX Runtime's TensorRT provider, float16 with --dtype float16), "
-                        "exported to ONNX on first use into ~/.cache/vtoonify/engines ($VTOONIFY_CACHE); with --dtype "
-                        "bfloat16, openvino computes in bfloat16. Install an engine with pip install -e \".[openvino]\" "
-                        "(or .[onnxruntime], on a GPU .[gpu] or .[tensorrt])")
+    add_engine_argument(p)
     p.add_argument("--track", action="store_true", help="video: move the crop with the face (smoothed), output size constant")
     p.add_argument("--smooth_parsing", type=RANGES["smooth_parsing"].parser("--smooth_parsing"), default=0, metavar="W",
                    help="video: smooth parsing maps over +-W frames with optical flow to reduce flicker "
@@ -144,19 +139,13 @@ def _resolve_style(args: argparse.Namespace) -> None:
 def _require_files(args: argparse.Namespace) -> None:
     """Fetch missing default files on the first run (unless turned off); fail early, naming a missing file
     and the command that fetches it."""
-    from hub.first_run import fetch_missing_defaults
+    from hub.first_run import require_files
+    from hub.released import guess_style_from_path
 
     needed = _needed_files(args)
-    fetch_missing_defaults([path for path, default in needed if default], CHECKPOINT_DIR,
-                           no_download=args.no_download, progress=not args.no_progress)
-    for path, _ in needed:
-        if not os.path.isfile(path):
-            from common.errors import MissingFileError
-            from hub.download_hints import missing_file_message
-            from hub.released import guess_style_from_path
-
-            style = (guess_style_from_path(args.ckpt) or (None, None))[1]
-            raise MissingFileError(missing_file_message(path, backbone=args.backbone, style=style))
+    require_files([path for path, _ in needed], CHECKPOINT_DIR, [path for path, default in needed if default],
+                  backbone=args.backbone, style=(guess_style_from_path(args.ckpt) or (None, None))[1],
+                  no_download=args.no_download, progress=not args.no_progress)
 
 
 def _run(args: argparse.Namespace) -> list[Path]:

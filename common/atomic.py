@@ -3,16 +3,19 @@
 :func:`atomic_output` yields a temporary path beside the target, unique per process and per call
 (``.<name>.<pid>-<random>.partial<suffix>``, the suffix kept so that writers which pick the format from
 the extension work), renames it onto the target when the block ends normally and removes it otherwise.
-:func:`sweep_stale` removes the temporary files of a target left by processes that no longer exist
-(killed with SIGKILL, or a machine that went down). A file that two processes may update (read, change, write back:
-an exemplar bank, a cache entry) is updated under :func:`file_lock`, so neither loses the other's change.
+:func:`sweep_stale` removes the temporary files (or folders) of a target left by processes that no longer exist
+(killed with SIGKILL, or a machine that went down); :func:`sweep_stale_folder` those of every target in a folder.
+A file that two processes may update (read, change, write back: an exemplar bank, a cache entry) is updated under
+:func:`file_lock`, so neither loses the other's change (readers may share a lock).
 :func:`cache_root` is the one folder of the project's caches.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -26,7 +29,7 @@ except ImportError:  # Windows: no advisory locks; concurrent updates are not pr
     fcntl = None
 
 __all__ = ["atomic_output", "atomic_outputs", "cache_root", "check_writable_folder", "file_lock", "folder_lock",
-           "new_folders_removed", "store_cache", "sweep_stale", "temporary_path"]
+           "new_folders_removed", "store_cache", "sweep_stale", "sweep_stale_folder", "temporary_path"]
 
 _MARK = ".partial"
 #: The longest file name (bytes) of the usual file systems (ext4, XFS, btrfs, APFS, NTFS in characters).
@@ -63,26 +66,44 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _remove_stale(tmp: Path, pid_part: str) -> bool:
+    """Remove the temporary ``tmp`` (a file, or a folder with what is in it) if the process ``pid_part`` that
+    wrote it is gone; whether it was removed."""
+    if not pid_part.isdigit() or int(pid_part) == os.getpid() or _pid_alive(int(pid_part)):
+        return False  # not ours to judge, or still being written
+    try:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink()
+    except OSError:
+        return False
+    return True
+
+
 def sweep_stale(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files of ``path`` whose writing process is gone; returns what was removed."""
+    """Remove the temporary files (or folders) of ``path`` whose writing process is gone; returns what was removed."""
     path = Path(path)
-    removed = []
     stem = _temp_stem(path)
     prefix = f".{stem}."
     try:
         candidates = list(path.parent.glob(f".{glob_escape(stem)}.*{_MARK}{glob_escape(path.suffix)}"))
     except OSError:
-        return removed
-    for tmp in candidates:
-        pid_part = tmp.name[len(prefix):].split("-", 1)[0]
-        if not pid_part.isdigit() or int(pid_part) == os.getpid() or _pid_alive(int(pid_part)):
-            continue  # not ours to judge, or still being written
-        try:
-            tmp.unlink()
-            removed.append(tmp)
-        except OSError:
-            pass
-    return removed
+        return []
+    return [tmp for tmp in candidates if _remove_stale(tmp, tmp.name[len(prefix):].split("-", 1)[0])]
+
+
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}" + re.escape(_MARK) + r"[^/]*$")
+
+
+def sweep_stale_folder(folder: str | os.PathLike) -> list[Path]:
+    """:func:`sweep_stale` for every target in ``folder``: removes each temporary name of :func:`temporary_path`'s
+    form (file or folder) whose writing process is gone; returns what was removed."""
+    try:
+        candidates = [p for p in Path(folder).iterdir() if _TEMP_NAME.match(p.name)]
+    except OSError:
+        return []
+    return [tmp for tmp in candidates if _remove_stale(tmp, _TEMP_NAME.match(tmp.name).group(1))]
 
 
 def glob_escape(name: str) -> str:
@@ -194,20 +215,28 @@ def store_cache(path: str | os.PathLike, write: Callable[[Path], None]) -> bool:
 
 
 @contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock for the block on ``<path>.lock`` (created beside ``path`` if missing, never removed: a
-    removed lock file could be locked by two processes at once). Another process that asks for the same lock waits;
-    the lock goes with the process if it dies. Wrap the whole read-modify-write of a shared file in it."""
+def file_lock(path: str | os.PathLike, shared: bool = False, blocking: bool = True) -> Iterator[bool]:
+    """Hold a lock for the block on ``<path>.lock`` (created beside ``path`` if missing, never removed: a removed
+    lock file could be locked by two processes at once): exclusive, or ``shared`` (readers: any number at once, never
+    beside an exclusive holder). Another process that asks for a conflicting lock waits; the lock goes with the
+    process if it dies. Wrap the whole read-modify-write of a shared file in it. With ``blocking=False`` the block
+    runs at once and gets ``False`` when another process holds a conflicting lock (then nothing is held), else
+    ``True``."""
     lock = Path(os.fspath(path) + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+b") as f:
-        if fcntl is not None:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        if fcntl is None:
+            yield True
+            return
         try:
-            yield
+            fcntl.flock(f.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 @contextmanager

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from common.errors import OptionError
 
-__all__ = ["COMPILE_MODES", "ENGINES", "FACE_MODES", "RANGES", "Range", "check", "check_all", "ranged"]
+__all__ = ["COMPILE_MODES", "ENGINES", "ENGINE_HELP", "FACE_MODES", "RANGES", "Range", "add_engine_argument", "check",
+           "check_all", "ranged"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,12 @@ RANGES: dict[str, Range] = {
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: The values of ``--engine`` (:mod:`pipeline.engines`; ``tensorrt`` is ONNX Runtime's TensorRT provider, CUDA only).
 ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
+#: The help of ``--engine``, the same in every tool that takes it (:func:`add_engine_argument`).
+ENGINE_HELP = ("what runs VToonify and the face parser: torch, or onnxruntime (CPU; CUDA with onnxruntime-gpu) / openvino "
+               "(CPU) / tensorrt (CUDA: ONNX Runtime's TensorRT provider, float16 with --dtype float16), exported to ONNX on "
+               "first use into ~/.cache/vtoonify/engines ($VTOONIFY_CACHE); with --dtype bfloat16, openvino computes in "
+               "bfloat16. Install an engine with pip install -e \".[openvino]\" (or .[onnxruntime], on a GPU .[gpu] or "
+               ".[tensorrt]) (default: %(default)s)")
 #: The values of ``--faces``.
 FACE_MODES = ("largest", "all")
 
@@ -129,6 +136,12 @@ FACE_MODES = ("largest", "all")
 def ranged(name: str, flag: str | None = None) -> Callable[[str], float | int]:
     """The argparse ``type=`` of option ``name`` (``flag`` defaults to ``--<name>``), from :data:`RANGES`."""
     return RANGES[name].parser(flag or f"--{name}")
+
+
+def add_engine_argument(parser: argparse.ArgumentParser) -> argparse.Action:
+    """Declare ``--engine`` (one of :data:`ENGINES`, default ``torch``; an unknown name is a usage error that lists
+    them) on ``parser``: style_transfer.py, app.py, figures.py and evaluate.py take it alike."""
+    return parser.add_argument("--engine", type=str, default="torch", choices=ENGINES, help=ENGINE_HELP)
 
 
 def check(name: str, value: object, flag: str | None = None) -> object:

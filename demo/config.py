@@ -12,6 +12,7 @@ from typing import Any
 from common.errors import OptionError
 from hub.catalog import ReleasedVariant
 from hub.released import BACKBONE_FILES, DEFAULT_STYLE, SHARED_FILES, model_folder
+from pipeline.engines.runtimes import check_engine_name
 
 __all__ = [
     "DEFAULT_STYLE_ID",
@@ -119,6 +120,7 @@ class AppConfig:
     max_loaded_models: int = 2
     #: Released styles not on disk, offered after ``models`` and fetched when picked (see :mod:`demo.released`).
     downloadable: tuple[ModelEntry, ...] = ()
+    engine: str = "torch"  # what runs VToonify and the face parser (--engine: torch, onnxruntime, openvino)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -128,6 +130,7 @@ class AppConfig:
             raise OptionError(f"model labels must be unique, got {labels}")
         if self.max_loaded_models < 1:
             raise OptionError(f"max_loaded_models must be at least 1, got {self.max_loaded_models}")
+        check_engine_name(self.engine)
 
     @classmethod
     def from_checkpoint_dir(cls, ckpt_dir: str | os.PathLike, ckpts: Sequence[str | os.PathLike] = (),

@@ -113,7 +113,7 @@ def build_app(config: AppConfig, state: AppState | None = None) -> gr.Blocks:
                 crop = gr.Checkbox(True, label="Crop around the face", elem_id="crop",
                                    info="rescale so that the eyes are 64 px apart and crop; the result is 4x the input")
                 fast = gr.Checkbox(False, label="Fast (bfloat16)", elem_id="fast", info=FAST_TOGGLE_INFO,
-                                   visible=fast_mode_available(config.device, config.dtype))
+                                   visible=fast_mode_available(config.device, config.dtype, engine=config.engine))
                 with gr.Accordion("Your own exemplar (VToonify-D)", open=False):
                     exemplar = gr.Image(label="Style image", type="filepath", sources=["upload", "clipboard"],
                                         elem_id="style-image")

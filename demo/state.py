@@ -54,7 +54,7 @@ class AppState:
         fetch_released(entry)
         dtype, name = (FAST_DTYPE, f"{label} (fast)") if fast else (self.config.dtype, label)
         options = dict(style_encoder_path=self.config.style_encoder_path, faceparsing_path=self.config.faceparsing_path,
-                       exstyle_path=entry.exstyle_path, device=self.config.device, dtype=dtype)
+                       exstyle_path=entry.exstyle_path, device=self.config.device, dtype=dtype, engine=self.config.engine)
         self._names[self.pipelines.key(entry.ckpt, **options)] = name
         return self.pipelines.get(entry.ckpt, **options)
 

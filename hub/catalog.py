@@ -75,14 +75,10 @@ def fetch_style(backbone: str, style: str, color_transfer: bool = False,
     the helpers when not ``shared``), downloading the missing ones (unless ``download`` is false or downloads are
     turned off; ``on_file``: see :data:`hub.fetching.FileProgress`); a missing file that could not be fetched raises
     :class:`common.errors.MissingFileError` naming the command that fetches it."""
-    from common.errors import MissingFileError
-    from hub.download_hints import missing_file_message
-    from hub.first_run import fetch_missing_defaults
+    from hub.first_run import require_files
 
     rels = files_for(backbone, style, color_transfer=color_transfer)
     paths = [Path(checkpoint_dir, rel) for rel in (rels if shared else rels[len(SHARED_FILES):])]
-    fetch_missing_defaults(paths, checkpoint_dir, no_download=not download, progress=progress, on_file=on_file)
-    for path in paths:
-        if not path.is_file():
-            raise MissingFileError(missing_file_message(path, backbone=backbone, style=style))
+    require_files(paths, checkpoint_dir, defaults=paths, backbone=backbone, style=style, no_download=not download,
+                  progress=progress, on_file=on_file)
     return paths

@@ -106,12 +106,22 @@ def native_bf16(flags: Iterable[str] | None = None, mkldnn: bool | None = None) 
 
 
 def fast_mode_available(device: torch.device | str | None, dtype: str | torch.dtype | None,
-                        flags: Iterable[str] | None = None, mkldnn: bool | None = None) -> bool:
+                        flags: Iterable[str] | None = None, mkldnn: bool | None = None, engine: str = "torch") -> bool:
     """True for a float32 run (``dtype`` None or float32) on a CPU (``device``; ``'auto'`` resolves as the
-    pipeline resolves it) with native bfloat16: where ``--dtype bfloat16`` is worth suggesting."""
+    pipeline resolves it) with native bfloat16, on an ``engine`` that computes in bfloat16 (torch, openvino; not
+    onnxruntime): where ``--dtype bfloat16`` is worth suggesting."""
     import torch
 
     from common.devices import resolve_device
+    from common.errors import OptionError
+
+    if engine != "torch":
+        from pipeline.engines.runtimes import check_precision
+
+        try:
+            check_precision(engine, torch.bfloat16)
+        except OptionError:
+            return False
 
     try:
         on_cpu = resolve_device(device).type == "cpu"
@@ -188,9 +198,9 @@ def speed_tip(device: torch.device | str | None, dtype: str | torch.dtype | None
 
 
 def bf16_tip(device: torch.device | str | None, dtype: str | torch.dtype | None, flags: Iterable[str] | None = None,
-             mkldnn: bool | None = None) -> str | None:
-    """:func:`speed_tip` for a torch run that may only be told about torch paths (``--dtype bfloat16`` on a CPU
-    with native bfloat16), else None."""
-    if not fast_mode_available(device, dtype, flags, mkldnn):
+             mkldnn: bool | None = None, engine: str = "torch") -> str | None:
+    """The one-line tip for a float32 run on a CPU with native bfloat16, else None (GPU, another dtype, an engine
+    without bfloat16, or a CPU where bfloat16 would be slower than float32)."""
+    if not fast_mode_available(device, dtype, flags, mkldnn, engine):
         return None
     return speed_tip(device, dtype, "torch", flags, mkldnn, engines=("torch",))

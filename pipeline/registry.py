@@ -19,8 +19,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from common.errors import MissingFileError, OptionError
-from hub.download_hints import missing_file_message
+from common.errors import OptionError
+from hub import first_run
 from hub.released import default_model, guess_style_from_path, released_path  # noqa: F401  (re-exported)
 from pipeline.stylize import VToonifyPipeline
 
@@ -78,11 +78,13 @@ class LRU(Generic[K, V]):
 
 # ----------------------------------------------------------------------------------------------- pipelines
 class PipelineKey(NamedTuple):
-    """What makes two pipelines the same: the checkpoint's resolved path, the backbone asked for and the other
-    :class:`~pipeline.stylize.VToonifyPipeline` arguments (``*_path`` values resolved too), sorted by name."""
+    """What makes two pipelines the same: the checkpoint's resolved path, the backbone asked for, the engine that
+    runs it (``'torch'`` when not given) and the other :class:`~pipeline.stylize.VToonifyPipeline` arguments
+    (``*_path`` values resolved too), sorted by name."""
 
     ckpt: str
     backbone: str | None
+    engine: str
     options: tuple[tuple[str, Any], ...]
 
 
@@ -96,17 +98,16 @@ def require_files(ckpt: str | os.PathLike, *helpers: str | os.PathLike | None, b
     """Raise :class:`MissingFileError` naming the first of ``ckpt`` and ``helpers`` (``None``: skipped) that does not
     exist, with the command that downloads it (for the style the checkpoint's path tells, else ``backbone``'s)."""
     guessed_backbone, style = guess_style_from_path(ckpt) or (backbone, None)
-    for path in (ckpt, *helpers):
-        if path is not None and not os.path.isfile(path):
-            raise MissingFileError(missing_file_message(path, backbone=guessed_backbone, style=style))
+    first_run.require_files((ckpt, *helpers), backbone=guessed_backbone, style=style)
 
 
 class PipelineCache:
     """The ``max_size`` most recently used pipelines, each configuration loaded once (thread-safe).
 
-    ``cache.get(ckpt, style_encoder_path=..., faceparsing_path=..., device=..., dtype=...)`` returns the
-    pipeline of that configuration; the same arguments (the same file by any path) give the same object,
-    any other option (``dtype``, ``exstyle_path`` ...) another pipeline. A pipeline holds its VToonify and
+    ``cache.get(ckpt, style_encoder_path=..., faceparsing_path=..., device=..., dtype=..., engine=...)`` returns the
+    pipeline of that configuration; the same arguments (the same file by any path; no ``engine`` and
+    ``engine='torch'`` alike) give the same object, any other option (``engine``, ``dtype``, ``exstyle_path`` ...)
+    another pipeline. A pipeline holds its VToonify and
     parser (the pSp encoder is shared between pipelines of one process), so ``max_size`` bounds the memory.
     """
 
@@ -119,9 +120,13 @@ class PipelineCache:
 
     @staticmethod
     def key(ckpt: str | os.PathLike, backbone: str | None = None, **pipeline_kwargs: Any) -> PipelineKey:
-        """The cache key of ``get(ckpt, backbone, **pipeline_kwargs)``."""
+        """The cache key of ``get(ckpt, backbone, **pipeline_kwargs)``; an unknown ``engine`` is a one-line
+        :class:`~common.errors.OptionError`."""
+        from pipeline.engines.runtimes import check_engine_name
+
+        engine = check_engine_name(pipeline_kwargs.pop("engine", "torch"))
         options = tuple(sorted((name, _resolved(name, value)) for name, value in pipeline_kwargs.items()))
-        return PipelineKey(os.path.realpath(ckpt), backbone, options)
+        return PipelineKey(os.path.realpath(ckpt), backbone, engine, options)
 
     def get(self, ckpt: str | os.PathLike, backbone: str | None = None, **pipeline_kwargs: Any) -> VToonifyPipeline:
         """The :class:`~pipeline.stylize.VToonifyPipeline` of ``ckpt`` with these arguments, loaded on first use

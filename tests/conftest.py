@@ -283,3 +283,31 @@ def astronaut_video(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("inputs") / "astro.mp4"
     return synthesize_test_video(path, skdata.astronaut(), n_frames=6, fps=10, size=(384, 384), motion="zoom")
+
+
+# ------------------------------------------------------------------------------------------- ONNX engines
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """Tiny VToonify-D / -T and the released-size BiSeNet, each exported once per session into an export cache: D
+    and T through the cache (first use), BiSeNet through the command line straight to its cache entry. The files are
+    byte for byte those of :func:`ckpt` and :func:`frozen_helpers`, so any test that runs those through an ONNX
+    engine with this cache folder (``exported["cache"].folder``) exports nothing."""
+    import contextlib
+    import io
+
+    from model.fill import write_fill_face_parser
+    from pipeline.engines import export as export_module
+    from pipeline.engines.cache import ExportCache
+
+    root = tmp_path_factory.mktemp("engines")
+    ckpts = write_tiny_checkpoints(root, "engines")
+    ckpts["parser"] = write_fill_face_parser(root / "faceparsing.pth", GOLDEN / "fill_bisenet.tsv")
+    notices: list[str] = []
+    cache = ExportCache(root / "cache", notice=notices.append)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = export_module.main([str(ckpts["parser"]), "--output", str(cache.entry(ckpts["parser"])), "--check",
+                                     "openvino"])
+    paths = {key: cache.get(ckpts[key]) for key in ("d", "t")}
+    paths["parser"] = cache.get(ckpts["parser"])  # the command line's file: no export
+    return {"ckpt": ckpts, "onnx": paths, "cache": cache, "notices": notices, "cli": (status, out.getvalue())}

@@ -2,17 +2,18 @@
 selection and its errors, the export cache (reuse, rebuild, two processes, unwritable folder) and the exported file
 run by a plain onnxruntime outside the project.
 
-Tiny fill-rule models; each checkpoint is exported once per session (``exported``), ~20 s each on 2 cores.
+Tiny fill-rule models; each checkpoint is exported once per session (``exported``, in conftest.py), ~20 s each on
+2 cores.
 """
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,8 @@ import pytest
 import torch
 
 from common.errors import OptionError
-from conftest import GOLDEN, write_tiny_checkpoints
 from model.checkpoint import CheckpointError, load_bisenet, load_vtoonify
 from model.errors import UserError
-from model.fill import write_fill_face_parser
 from pipeline import engines
 from pipeline.engines import EngineNotInstalledError, get_engine
 from pipeline.engines import export as export_module
@@ -41,24 +40,6 @@ def _assert_close(actual: torch.Tensor, ref: torch.Tensor, what: str) -> float:
     diff = (actual - ref).abs().max().item()
     assert diff <= TOL * max(1.0, ref.abs().max().item()), f"{what}: max |diff| {diff:.3g}"
     return diff
-
-
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory):
-    """Tiny VToonify-D / -T and the released-size BiSeNet, each exported once into a session cache: D and T through
-    the cache (first use), BiSeNet through the command line straight to its cache entry."""
-    root = tmp_path_factory.mktemp("engines")
-    ckpts = write_tiny_checkpoints(root, "engines")
-    ckpts["parser"] = write_fill_face_parser(root / "faceparsing.pth", GOLDEN / "fill_bisenet.tsv")
-    notices: list[str] = []
-    cache = ExportCache(root / "cache", notice=notices.append)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        status = export_module.main([str(ckpts["parser"]), "--output", str(cache.entry(ckpts["parser"])), "--check",
-                                     "openvino"])
-    paths = {key: cache.get(ckpts[key]) for key in ("d", "t")}
-    paths["parser"] = cache.get(ckpts["parser"])  # the command line's file: no export
-    return {"ckpt": ckpts, "onnx": paths, "cache": cache, "notices": notices, "cli": (status, out.getvalue())}
 
 
 @pytest.fixture(scope="session")
@@ -264,6 +245,104 @@ def test_two_processes_exporting_at_once_export_once_and_whole(exported, tmp_pat
     assert results[0][0] == results[1][0] and results[0][0].split()[1:] == ["5000", "5000"]
     leftovers = [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith((".onnx", ".data", ".lock"))]
     assert not leftovers
+
+
+def _entry_files(folder: Path, name: str, days_old: float) -> Path:
+    """An entry ``name`` (model and data file) last used ``days_old`` days ago."""
+    model = folder / name
+    for f in (model, data_path(model)):
+        f.write_bytes(b"x" * 1000)
+        os.utime(f, (time.time() - days_old * 86400,) * 2)
+    return model
+
+
+def test_export_prunes_unused_entries_but_not_fresh_or_locked_ones(exported, tmp_path, monkeypatch):
+    """After an export the entries unused for PRUNE_AFTER_DAYS go; a recently used one, one another process holds
+    and files that are not entries stay."""
+    from common.atomic import file_lock
+    from pipeline.engines.cache import PRUNE_AFTER_DAYS
+
+    monkeypatch.setattr(export_module, "export_onnx", _fake_export(exported["onnx"]["t"], []))
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    old = PRUNE_AFTER_DAYS + 1
+    stale = _entry_files(folder, "vtoonify-" + "a" * 24 + ".onnx", old)  # an older checkpoint's or exporter's
+    other = _entry_files(folder, "vtoonify_s_d-" + "b" * 24 + ".onnx", old)  # another style, unused as long
+    fresh = _entry_files(folder, "vtoonify_s_d-" + "c" * 24 + ".onnx", PRUNE_AFTER_DAYS - 1)
+    held = _entry_files(folder, "faceparsing-" + "d" * 24 + ".onnx", old)
+    orphan = data_path(_entry_files(folder, "vtoonify-" + "e" * 24 + ".onnx", old))  # killed between the renames
+    orphan.with_name(orphan.name.removesuffix(".data")).unlink()
+    mine = _entry_files(folder, "notes.onnx", old)  # not an entry's name
+    notices: list[str] = []
+    cache = ExportCache(folder, notice=notices.append)
+    with file_lock(held, shared=True):  # a process loading it (flock: another open file, as another process's)
+        built = cache.get(exported["ckpt"]["t"])
+    left = {p.name for p in folder.iterdir() if not p.name.endswith(".lock")}
+    assert left == {f.name for m in (built, fresh, held, mine) for f in (m, data_path(m))}, left
+    assert not {stale.name, other.name, orphan.name} & left
+    assert len(notices) == 2 and notices[1].startswith("removed 3 engine export(s) unused for 30 days"), notices
+    os.utime(held, (time.time() - old * 86400,) * 2)
+    assert cache.prune() == [held]  # released now
+    # a use marks the entry as used: it is kept however old its file was
+    os.utime(built, (time.time() - old * 86400,) * 2)
+    assert cache.get(exported["ckpt"]["t"]) == built and cache.prune() == [] and built.is_file()
+
+
+_KILLED = """
+import os, sys, time
+from pathlib import Path
+from pipeline.engines import export as export_module
+from pipeline.engines.cache import ExportCache
+
+class Stuck:  # writes part of the data file into the scratch folder, then hangs until killed
+    def save(self, path, external_data):
+        Path(str(path) + ".data").write_bytes(b"x" * 1000)
+        print("writing", flush=True)
+        time.sleep(600)
+
+def export(ckpt, output, **kwargs):
+    export_module._save(Stuck(), Path(output))
+
+export_module.export_onnx = export
+ExportCache(sys.argv[2], notice=print).get(sys.argv[1])
+"""
+
+
+def test_scratch_of_an_export_killed_with_sigkill_is_swept_at_the_next_build(exported, tmp_path, monkeypatch):
+    import signal
+
+    folder, ckpt = tmp_path / "cache", exported["ckpt"]["t"]
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(ckpt), str(folder)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline() == "writing\n"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    (scratch,) = [p for p in folder.iterdir() if p.name.endswith(".partial.d")]
+    assert scratch.name.startswith(".vtoonify-") and f".{proc.pid}-" in scratch.name and any(scratch.iterdir())
+    # another target's leftovers of a dead process go too; a living process's stay
+    dead = folder / f".vtoonify_s_d-{'f' * 24}.onnx.{proc.pid}-0123abcd.partial.onnx"
+    alive = folder / f".vtoonify_s_d-{'f' * 24}.onnx.d.{os.getppid()}-0123abcd.partial.d"
+    dead.write_bytes(b"x")
+    alive.mkdir()
+    calls: list = []
+    monkeypatch.setattr(export_module, "export_onnx", _fake_export(exported["onnx"]["t"], calls))
+    path = ExportCache(folder, notice=lambda line: None).get(ckpt)  # the lock went with the killed process
+    assert len(calls) == 1 and path.is_file()
+    assert not scratch.exists() and not dead.exists() and alive.is_dir()
+    # the export's own save sweeps its scratch folders too (an export to a file of one's own, not in a cache)
+    target = tmp_path / "own" / "model.onnx"
+    target.parent.mkdir()
+    left = tmp_path / "own" / f".model.onnx.d.{proc.pid}-0123abcd.partial.d"
+    left.mkdir()
+    (left / "model.onnx.data").write_bytes(b"x")
+
+    class Program:
+        def save(self, path, external_data):
+            Path(str(path) + ".data").write_bytes(b"d")
+            Path(path).write_bytes(b"m")
+
+    export_module._save(Program(), target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
 
 
 # ------------------------------------------------------------------------------------- outside the project

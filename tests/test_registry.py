@@ -77,6 +77,21 @@ def test_other_options_other_pipeline(loads, files):
     assert len(loads) == 4
 
 
+def test_the_engine_is_part_of_the_key(loads, files):
+    cache = PipelineCache(3)
+    plain = cache.get(files["d"], **_options(files))
+    assert cache.get(files["d"], **_options(files, engine="torch")) is plain  # the default, said or not
+    onnx = cache.get(files["d"], **_options(files, engine="onnxruntime"))
+    assert onnx is not plain and onnx.kwargs["engine"] == "onnxruntime"
+    assert cache.get(files["d"], **_options(files, engine="openvino")) not in (plain, onnx)
+    assert cache.get(files["d"], **_options(files, engine="onnxruntime")) is onnx
+    assert [k.engine for k in cache.keys()] == ["torch", "openvino", "onnxruntime"] and len(loads) == 3
+    with pytest.raises(OptionError) as error:  # refused before anything is dropped to make room
+        cache.get(files["d"], **_options(files, engine="tvm"))
+    assert str(error.value) == "engine must be one of torch, onnxruntime, openvino, tensorrt, got 'tvm'"
+    assert [k.engine for k in cache.keys()] == ["torch", "openvino", "onnxruntime"] and len(loads) == 3
+
+
 def test_least_recently_used_is_dropped(loads, files):
     cache = PipelineCache(2)
     d = cache.get(files["d"], **_options(files))

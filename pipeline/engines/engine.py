@@ -158,8 +158,8 @@ class OnnxEngine(Engine):
     def vtoonify(self, ckpt: str | os.PathLike, model: nn.Module | None = None, backbone: str | None = None) -> VToonifyEngine:
         """A :class:`VToonifyEngine` of ``ckpt`` (``model`` is not used: the export reads the file, whose content keys
         the cache); ``backbone``, when given, must be the file's."""
-        path = self.cache.get(ckpt, check=self.check)
-        engine = VToonifyEngine(self._runner(path), path)
+        with self.cache.open(ckpt, check=self.check) as path:  # held while the runtime loads it: never pruned meanwhile
+            engine = VToonifyEngine(self._runner(path), path)
         if backbone is not None and backbone != engine.backbone:
             raise CheckpointError(f"{ckpt} is a VToonify checkpoint with backbone '{engine.backbone}' but backbone "
                                   f"'{backbone}' was requested; use --backbone {engine.backbone}")
@@ -167,8 +167,8 @@ class OnnxEngine(Engine):
 
     def parser(self, path: str | os.PathLike, model: nn.Module | None = None) -> ParserEngine:
         """A :class:`ParserEngine` of the BiSeNet checkpoint ``path`` (``model`` is not used)."""
-        onnx_path = self.cache.get(path, check=self.check)
-        return ParserEngine(self._runner(onnx_path), onnx_path)
+        with self.cache.open(path, check=self.check) as onnx_path:
+            return ParserEngine(self._runner(onnx_path), onnx_path)
 
 
 def get_engine(name: str = "torch", dtype: torch.dtype = torch.float32, cache_dir: str | os.PathLike | None = None,

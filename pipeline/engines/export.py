@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.atomic import atomic_output
+from common.atomic import atomic_output, sweep_stale, temporary_path
 from common.errors import OptionError
 from model.checkpoint import (
     CheckpointError,
@@ -271,9 +271,12 @@ def export_onnx(ckpt: str | os.PathLike, output: str | os.PathLike, *, backbone:
 
 def _save(program, output: Path) -> None:
     """Write ``output`` and its data file: the data moved into place first, the model that names it last, each by
-    an atomic rename (a reader that finds ``output`` finds its data whole)."""
+    an atomic rename (a reader that finds ``output`` finds its data whole). The exporter writes both into a scratch
+    folder ``.<output>.d.<pid>-<random>.partial.d``; one left by a killed process is removed by the next save."""
+    scratch_of = output.with_name(output.name + ".d")
+    sweep_stale(scratch_of)  # the scratch folders of exports killed mid-way (their processes gone)
     with atomic_output(output) as tmp:
-        scratch = tmp.with_name(tmp.name + ".d")  # a private folder beside the target (same file system)
+        scratch = temporary_path(scratch_of)  # a private folder beside the target (same file system), named by pid
         scratch.mkdir()
         try:
             program.save(scratch / output.name, external_data=True)
