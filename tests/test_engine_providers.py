@@ -19,6 +19,7 @@ from common.errors import OptionError
 from model.errors import UserError
 from pipeline.engines import EngineNotInstalledError, OnnxEngine, get_engine
 from pipeline.engines import providers as providers_module
+from pipeline.engines.export import data_path
 from pipeline.engines.providers import open_gpu_runner
 
 ort = pytest.importorskip("onnxruntime")
@@ -110,9 +111,13 @@ def test_a_gpu_engine_exports_checked_on_the_cpu_and_runs_the_stand_in(gpu_ort, 
     engine = get_engine("tensorrt", torch.float16, cache_dir=tmp_path, device="cuda")
     asked = []
 
+    entry = tmp_path / "vtoonify_s_d-key.onnx"
+    for path in (entry, data_path(entry)):  # a whole entry, as the cache's open() checks
+        path.write_bytes(b"")
+
     def cache_get(ckpt, check):
         asked.append((ckpt, check))
-        return tmp_path / "vtoonify_s_d-key.onnx"
+        return entry
 
     engine.cache.get = cache_get
     stand_in = engine.vtoonify("vtoonify_s_d.pt", backbone="dualstylegan")
