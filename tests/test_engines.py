@@ -130,6 +130,48 @@ def test_openvino_bfloat16_is_the_precision_hint(exported, torch_models):
     assert psnr > 30, psnr
 
 
+@pytest.mark.parametrize("key", ["d", "t"])
+def test_openvino_bfloat16_keeps_the_style_branch_and_the_rgb_path_float32(exported, torch_models, key):
+    """OpenVINO bfloat16 as mixed precision (pipeline/engines/openvino_precision.py): the style branch (mapping MLPs,
+    affine maps, demodulation) is a float32 model of its own, the image model runs its convolutions in bfloat16
+    except the 3-channel RGB skip path; and the output is closer to torch float32 than whole-graph bfloat16."""
+    from pipeline.engines.openvino_precision import float32_nodes
+    from pipeline.engines.runtimes import open_runner
+    from pipeline.precision import native_bf16
+
+    if not native_bf16():
+        pytest.skip("this CPU has no bfloat16 arithmetic: OpenVINO runs float32")
+    ov = pytest.importorskip("openvino")
+    runner = open_runner(exported["onnx"][key], "openvino", torch.bfloat16, threads=2)
+    assert runner.precision == "bf16" and runner._style is not None
+    assert runner._style.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    style_nodes = float32_nodes(runner._style)
+    assert len(style_nodes["FullyConnected"]) >= 8, style_nodes  # at least the 8-layer mapping
+    image_types = {n.get_rt_info()["layerType"].astype(str) for n in runner.compiled.get_runtime_model().get_ops()}
+    assert "FullyConnected" not in image_types  # every linear layer went to the style branch
+    convs = {"f32": [], "bf16": []}
+    for node in runner.compiled.get_runtime_model().get_ops():
+        info = node.get_rt_info()
+        if info["layerType"].astype(str) in ("Convolution", "Deconvolution"):
+            rgb = node.get_output_partial_shape(0)[1].get_length() == 3
+            convs[info["runtimePrecision"].astype(str)].append((node.get_friendly_name(), rgb))
+    assert convs["f32"] and all(rgb for _, rgb in convs["f32"]), convs  # ToRGB, fusion skip, skip upsampling
+    assert len(convs["bf16"]) > len(convs["f32"]) and not any(rgb for _, rgb in convs["bf16"]), convs
+
+    g = torch.Generator().manual_seed(6)
+    x, style = torch.randn(1, 22, 64, 64, generator=g).clamp(-1, 1), torch.randn(1, 18, 512, generator=g)
+    feeds = {"x": x.numpy(), "style": style.numpy(), "d_s": np.full((1,), 0.5, np.float32)}
+    feeds = {k: v for k, v in feeds.items() if k in runner.input_shapes}
+    core = ov.Core()
+    whole = core.compile_model(str(exported["onnx"][key]), "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
+                                                                    "INFERENCE_NUM_THREADS": 2})
+    with torch.inference_mode():
+        ref = torch_models[key](x, style, d_s=0.5).numpy()
+    mixed_err = np.abs(runner(feeds)[0] - ref).mean()
+    whole_err = np.abs(whole(feeds)[whole.outputs[0]] - ref).mean()
+    assert mixed_err < 0.7 * whole_err, (mixed_err, whole_err)
+
+
 # --------------------------------------------------------------------------------------- engine selection
 def test_torch_engine_is_the_identity(exported, torch_models):
     engine = get_engine("torch")

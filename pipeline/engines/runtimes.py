@@ -5,7 +5,8 @@ Both runtimes run on the CPU with ``threads`` intra-op threads (default: ``torch
 the cores as the torch path does). Precision: ONNX Runtime's CPU provider computes in float32 only (it has no
 bfloat16 kernels for these convolutions); OpenVINO takes float32 or bfloat16 as its ``INFERENCE_PRECISION_HINT``.
 OpenVINO's own default on a CPU with native bfloat16 arithmetic is bfloat16, so float32 is always asked for
-explicitly.
+explicitly. OpenVINO's bfloat16 keeps the style branch and the RGB skip path float32, as the torch path's mixed
+precision does (:mod:`pipeline.engines.openvino_precision`).
 """
 from __future__ import annotations
 
@@ -106,22 +107,41 @@ class _OnnxRuntimeRunner(Runner):
 
 
 class _OpenVINORunner(Runner):
+    """bfloat16 on a CPU with bfloat16 arithmetic runs as mixed precision (:mod:`pipeline.engines.openvino_precision`):
+    the style branch is a float32 model of its own whose outputs feed the bfloat16 image model, and the RGB skip path
+    is marked float32."""
+
     def __init__(self, path: os.PathLike, precision: str, threads: int):
         ov = import_runtime("openvino")
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = core.compile_model(core.read_model(os.fspath(path)), "CPU", config)
+        model = core.read_model(os.fspath(path))
+        self.input_shapes = {p.get_any_name(): tuple(None if d.is_dynamic else d.get_length() for d in p.get_partial_shape())
+                             for p in model.inputs}
+        self.output_names = [p.get_any_name() for p in model.outputs]
+        self._style = None  # the float32 style branch of a mixed-precision model
+        if precision == "bf16" and "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            from pipeline.engines.openvino_precision import prepare_bf16
+
+            split = prepare_bf16(ov, model)
+            if split.style is not None:
+                self._style = core.compile_model(split.style, "CPU", {**config, "INFERENCE_PRECISION_HINT": "f32"})
+                self._style_request = self._style.create_infer_request()
+                model = split.image
+        self.compiled = core.compile_model(model, "CPU", config)
         # what the CPU plugin actually computes in (a CPU without bfloat16 arithmetic runs float32)
         self.engine, self.precision = "openvino", str(self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
-        self.input_shapes = {p.get_any_name(): tuple(None if d.is_dynamic else d.get_length() for d in p.get_partial_shape())
-                             for p in self.compiled.inputs}
-        self.output_names = [p.get_any_name() for p in self.compiled.outputs]
         self._request = self.compiled.create_infer_request()
         self._lock = threading.Lock()  # one infer request, one caller at a time
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         with self._lock:
-            result = self._request.infer({name: feeds[name] for name in self.input_shapes}, share_outputs=False)
+            feeds = {name: feeds[name] for name in self.input_shapes}
+            if self._style is not None:
+                styles = self._style_request.infer({p.get_any_name(): feeds[p.get_any_name()] for p in self._style.inputs})
+                feeds.update({p.get_any_name(): styles[p] for p in self._style.outputs})
+            result = self._request.infer({p.get_any_name(): feeds[p.get_any_name()] for p in self.compiled.inputs},
+                                         share_outputs=False)
             return [result[port] for port in self.compiled.outputs]
 
 
