@@ -143,14 +143,20 @@ def test_openvino_bfloat16_keeps_the_style_branch_and_the_rgb_path_float32(expor
         pytest.skip("this CPU has no bfloat16 arithmetic: OpenVINO runs float32")
     ov = pytest.importorskip("openvino")
     runner = open_runner(exported["onnx"][key], "openvino", torch.bfloat16, threads=2)
-    assert runner.precision == "bf16" and runner._style is not None
-    assert runner._style.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
-    style_nodes = float32_nodes(runner._style)
+    g = torch.Generator().manual_seed(6)
+    x, style = torch.randn(1, 22, 64, 64, generator=g).clamp(-1, 1), torch.randn(1, 18, 512, generator=g)
+    feeds = {"x": x.numpy(), "style": style.numpy(), "d_s": np.full((1,), 0.5, np.float32)}
+    feeds = {k: v for k, v in feeds.items() if k in runner.input_shapes}
+    mixed = runner(feeds)[0]
+    compiled = runner.compiled_for(feeds)  # the model compiled for these shapes by the call
+    assert runner.precision == "bf16" and compiled.style is not None
+    assert compiled.style.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    style_nodes = float32_nodes(compiled.style)
     assert len(style_nodes["FullyConnected"]) >= 8, style_nodes  # at least the 8-layer mapping
-    image_types = {n.get_rt_info()["layerType"].astype(str) for n in runner.compiled.get_runtime_model().get_ops()}
-    assert "FullyConnected" not in image_types  # every linear layer went to the style branch
+    image_graph = compiled.image.get_runtime_model()
+    assert "FullyConnected" not in {n.get_rt_info()["layerType"].astype(str) for n in image_graph.get_ops()}
     convs = {"f32": [], "bf16": []}
-    for node in runner.compiled.get_runtime_model().get_ops():
+    for node in image_graph.get_ops():
         info = node.get_rt_info()
         if info["layerType"].astype(str) in ("Convolution", "Deconvolution"):
             rgb = node.get_output_partial_shape(0)[1].get_length() == 3
@@ -158,18 +164,51 @@ def test_openvino_bfloat16_keeps_the_style_branch_and_the_rgb_path_float32(expor
     assert convs["f32"] and all(rgb for _, rgb in convs["f32"]), convs  # ToRGB, fusion skip, skip upsampling
     assert len(convs["bf16"]) > len(convs["f32"]) and not any(rgb for _, rgb in convs["bf16"]), convs
 
-    g = torch.Generator().manual_seed(6)
-    x, style = torch.randn(1, 22, 64, 64, generator=g).clamp(-1, 1), torch.randn(1, 18, 512, generator=g)
-    feeds = {"x": x.numpy(), "style": style.numpy(), "d_s": np.full((1,), 0.5, np.float32)}
-    feeds = {k: v for k, v in feeds.items() if k in runner.input_shapes}
-    core = ov.Core()
-    whole = core.compile_model(str(exported["onnx"][key]), "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
-                                                                    "INFERENCE_NUM_THREADS": 2})
+    whole = ov.Core().compile_model(str(exported["onnx"][key]), "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
+                                                                         "INFERENCE_NUM_THREADS": 2})
     with torch.inference_mode():
         ref = torch_models[key](x, style, d_s=0.5).numpy()
-    mixed_err = np.abs(runner(feeds)[0] - ref).mean()
+    mixed_err = np.abs(mixed - ref).mean()
     whole_err = np.abs(whole(feeds)[whole.outputs[0]] - ref).mean()
     assert mixed_err < 0.7 * whole_err, (mixed_err, whole_err)
+
+
+def test_instance_norms_export_as_one_recognisable_node(exported):
+    """VToonify-D's AdaIN instance norms are exported in the textbook form (no transposes to the (B, H*W, C) view the
+    eager CPU path uses), which OpenVINO fuses into its MVN node."""
+    onnx = pytest.importorskip("onnx")
+    ov = pytest.importorskip("openvino")
+    graph = onnx.load(str(exported["onnx"]["d"]), load_external_data=False).graph
+    perms = [tuple(a.ints) for n in graph.node if n.op_type == "Transpose" for a in n.attribute if a.name == "perm"]
+    assert (0, 2, 3, 1) not in perms and (0, 3, 1, 2) not in perms, perms
+    compiled = ov.Core().compile_model(str(exported["onnx"]["d"]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    types = [n.get_rt_info()["layerType"].astype(str) for n in compiled.get_runtime_model().get_ops()]
+    n_norms = 2 * (len(load_vtoonify(exported["ckpt"]["d"]).res) - 1) + 4  # AdaResBlocks' two, the fusions' one
+    assert types.count("MVN") == n_norms, types.count("MVN")
+
+
+def test_openvino_compiles_per_input_shape_and_keeps_the_last_few(exported, torch_models, monkeypatch):
+    """The OpenVINO runner compiles a static-shape model for each input shape (the plugin fuses more with static
+    shapes), reuses it for the same shape and keeps only the last OPENVINO_SHAPES of them."""
+    from pipeline.engines import runtimes
+
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(runtimes, "OPENVINO_SHAPES", 2)
+    runner = runtimes.open_runner(exported["onnx"]["t"], "openvino", threads=2)
+    g = torch.Generator().manual_seed(7)
+    style = torch.randn(1, 18, 512, generator=g)
+    outs = []
+    for h, w in ((32, 32), (40, 48), (32, 32), (56, 32)):
+        x = torch.randn(1, 22, h, w, generator=g).clamp(-1, 1)
+        out = runner({"x": x.numpy(), "style": style.numpy()})[0]
+        with torch.inference_mode():
+            _assert_close(torch.from_numpy(out), torch_models["t"](x, style), f"openvino {h}x{w}")
+        outs.append(runner.compiled_for({"x": x.numpy(), "style": style.numpy()}))
+    assert outs[2] is outs[0] and outs[1] is not outs[0] and len(runner._compiled) == 2  # 32x32 compiled once
+    kept = [dict(key)["x"][2:] for key in runner._compiled]
+    assert kept == [(32, 32), (56, 32)], kept  # 40x48 was the least recently used
+    static = [p.get_partial_shape().is_static for p in outs[3].image.inputs]
+    assert all(static), static
 
 
 # --------------------------------------------------------------------------------------- engine selection

@@ -29,6 +29,9 @@ __all__ = ["ENGINES", "EXTRAS", "EngineNotInstalledError", "Runner", "check_engi
 #: The pyproject extra that installs each exported engine (and the exporter: onnx, onnxscript).
 EXTRAS = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 
+#: How many input shapes an OpenVINO runner keeps compiled (a video has one; each keeps its own weights).
+OPENVINO_SHAPES = 2
+
 # The precisions each runtime computes in on the CPU, with OpenVINO's hint name.
 _PRECISIONS = {"onnxruntime": {torch.float32: "f32"}, "openvino": {torch.float32: "f32", torch.bfloat16: "bf16"}}
 
@@ -106,43 +109,72 @@ class _OnnxRuntimeRunner(Runner):
         return self.session.run(None, {name: feeds[name] for name in self.input_shapes})  # thread-safe
 
 
-class _OpenVINORunner(Runner):
-    """bfloat16 on a CPU with bfloat16 arithmetic runs as mixed precision (:mod:`pipeline.engines.openvino_precision`):
-    the style branch is a float32 model of its own whose outputs feed the bfloat16 image model, and the RGB skip path
-    is marked float32."""
+class _OpenVINOModel:
+    """One input shape's compiled model(s): ``image`` and, for mixed precision, the float32 ``style`` branch."""
 
-    def __init__(self, path: os.PathLike, precision: str, threads: int):
-        ov = import_runtime("openvino")
-        core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-        model = core.read_model(os.fspath(path))
-        self.input_shapes = {p.get_any_name(): tuple(None if d.is_dynamic else d.get_length() for d in p.get_partial_shape())
-                             for p in model.inputs}
-        self.output_names = [p.get_any_name() for p in model.outputs]
-        self._style = None  # the float32 style branch of a mixed-precision model
-        if precision == "bf16" and "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    def __init__(self, ov: Any, core: Any, model: Any, config: dict, mixed: bool):
+        self.style = None
+        if mixed:
             from pipeline.engines.openvino_precision import prepare_bf16
 
             split = prepare_bf16(ov, model)
             if split.style is not None:
-                self._style = core.compile_model(split.style, "CPU", {**config, "INFERENCE_PRECISION_HINT": "f32"})
-                self._style_request = self._style.create_infer_request()
+                self.style = core.compile_model(split.style, "CPU", {**config, "INFERENCE_PRECISION_HINT": "f32"})
+                self._style_request = self.style.create_infer_request()
                 model = split.image
-        self.compiled = core.compile_model(model, "CPU", config)
-        # what the CPU plugin actually computes in (a CPU without bfloat16 arithmetic runs float32)
-        self.engine, self.precision = "openvino", str(self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
-        self._request = self.compiled.create_infer_request()
-        self._lock = threading.Lock()  # one infer request, one caller at a time
+        self.image = core.compile_model(model, "CPU", config)
+        self._request = self.image.create_infer_request()
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.style is not None:
+            styles = self._style_request.infer({p.get_any_name(): feeds[p.get_any_name()] for p in self.style.inputs})
+            feeds = {**feeds, **{p.get_any_name(): styles[p] for p in self.style.outputs}}
+        result = self._request.infer({p.get_any_name(): feeds[p.get_any_name()] for p in self.image.inputs},
+                                     share_outputs=False)
+        return [result[port] for port in self.image.outputs]
+
+
+class _OpenVINORunner(Runner):
+    """The model is compiled for each input shape it meets (the last :data:`OPENVINO_SHAPES` kept; a compile takes
+    well under a second): with static shapes the CPU plugin fuses each StyleGAN layer's demodulation, bias,
+    activation and next modulation into its convolution, which with dynamic height and width it runs as a separate
+    channels-first elementwise node between two layout reorders (x1.3 float32, measured on VToonify-D 256x256).
+
+    bfloat16 on a CPU with bfloat16 arithmetic runs as mixed precision (:mod:`pipeline.engines.openvino_precision`):
+    the style branch is a float32 model of its own whose outputs feed the bfloat16 image model, and the RGB skip path
+    is marked float32."""
+
+    def __init__(self, path: os.PathLike, precision: str, threads: int):
+        self._ov = import_runtime("openvino")
+        self._core = self._ov.Core()
+        self._config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
+                        "PERFORMANCE_HINT": "LATENCY"}
+        self._model = self._core.read_model(os.fspath(path))
+        self.input_shapes = {p.get_any_name(): tuple(None if d.is_dynamic else d.get_length() for d in p.get_partial_shape())
+                             for p in self._model.inputs}
+        self.output_names = [p.get_any_name() for p in self._model.outputs]
+        # what the CPU plugin computes in: a CPU without bfloat16 arithmetic runs float32
+        native = "BF16" in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        self.engine, self.precision = "openvino", precision if precision != "bf16" or native else "f32"
+        self._compiled: dict[tuple, _OpenVINOModel] = {}  # input shapes -> compiled, oldest first
+        self._lock = threading.Lock()  # one infer request per shape, one caller at a time
+
+    def compiled_for(self, feeds: dict[str, np.ndarray]) -> _OpenVINOModel:
+        """The model compiled for the shapes of ``feeds`` (compiled now if not kept)."""
+        key = tuple((name, feeds[name].shape) for name in self.input_shapes)
+        if key in self._compiled:
+            self._compiled[key] = self._compiled.pop(key)  # most recently used last
+        else:
+            while len(self._compiled) >= OPENVINO_SHAPES:
+                del self._compiled[next(iter(self._compiled))]
+            model = self._model.clone()
+            model.reshape({name: list(shape) for name, shape in key})
+            self._compiled[key] = _OpenVINOModel(self._ov, self._core, model, self._config, self.precision == "bf16")
+        return self._compiled[key]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         with self._lock:
-            feeds = {name: feeds[name] for name in self.input_shapes}
-            if self._style is not None:
-                styles = self._style_request.infer({p.get_any_name(): feeds[p.get_any_name()] for p in self._style.inputs})
-                feeds.update({p.get_any_name(): styles[p] for p in self._style.outputs})
-            result = self._request.infer({p.get_any_name(): feeds[p.get_any_name()] for p in self.compiled.inputs},
-                                         share_outputs=False)
-            return [result[port] for port in self.compiled.outputs]
+            return self.compiled_for(feeds)({name: feeds[name] for name in self.input_shapes})
 
 
 _RUNNERS = {"onnxruntime": _OnnxRuntimeRunner, "openvino": _OpenVINORunner}
