@@ -148,7 +148,7 @@ def test_openvino_bfloat16_keeps_the_style_branch_and_the_rgb_path_float32(expor
     feeds = {"x": x.numpy(), "style": style.numpy(), "d_s": np.full((1,), 0.5, np.float32)}
     feeds = {k: v for k, v in feeds.items() if k in runner.input_shapes}
     mixed = runner(feeds)[0]
-    compiled = runner.compiled_for(feeds)  # the model compiled for these shapes by the call
+    compiled = runner.last_used  # the dynamic-shape model (a shape met once)
     assert runner.precision == "bf16" and compiled.style is not None
     assert compiled.style.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
     style_nodes = float32_nodes(compiled.style)
@@ -187,9 +187,9 @@ def test_instance_norms_export_as_one_recognisable_node(exported):
     assert types.count("MVN") == n_norms, types.count("MVN")
 
 
-def test_openvino_compiles_per_input_shape_and_keeps_the_last_few(exported, torch_models, monkeypatch):
-    """The OpenVINO runner compiles a static-shape model for each input shape (the plugin fuses more with static
-    shapes), reuses it for the same shape and keeps only the last OPENVINO_SHAPES of them."""
+def test_openvino_compiles_a_shape_met_twice_and_keeps_the_last_few(exported, torch_models, monkeypatch):
+    """The OpenVINO runner runs a shape met once on its dynamic-shape model and compiles a static-shape model for a
+    shape met again (the plugin fuses more with static shapes), reuses it and keeps only the last OPENVINO_SHAPES."""
     from pipeline.engines import runtimes
 
     pytest.importorskip("openvino")
@@ -197,18 +197,20 @@ def test_openvino_compiles_per_input_shape_and_keeps_the_last_few(exported, torc
     runner = runtimes.open_runner(exported["onnx"]["t"], "openvino", threads=2)
     g = torch.Generator().manual_seed(7)
     style = torch.randn(1, 18, 512, generator=g)
-    outs = []
-    for h, w in ((32, 32), (40, 48), (32, 32), (56, 32)):
+    used = []
+    for h, w in ((32, 32), (40, 48), (32, 32), (32, 32), (56, 32), (56, 32), (40, 48)):
         x = torch.randn(1, 22, h, w, generator=g).clamp(-1, 1)
         out = runner({"x": x.numpy(), "style": style.numpy()})[0]
         with torch.inference_mode():
             _assert_close(torch.from_numpy(out), torch_models["t"](x, style), f"openvino {h}x{w}")
-        outs.append(runner.compiled_for({"x": x.numpy(), "style": style.numpy()}))
-    assert outs[2] is outs[0] and outs[1] is not outs[0] and len(runner._compiled) == 2  # 32x32 compiled once
+        used.append(runner.last_used)
+    dynamic = used[0]
+    assert [m is dynamic for m in used] == [True, True, False, False, True, False, False]
+    assert used[3] is used[2] and len({id(m) for m in used}) == 4  # 32x32 compiled once, then reused
+    assert not dynamic.image.inputs[0].get_partial_shape().is_static
+    assert all(p.get_partial_shape().is_static for p in used[5].image.inputs)
     kept = [dict(key)["x"][2:] for key in runner._compiled]
-    assert kept == [(32, 32), (56, 32)], kept  # 40x48 was the least recently used
-    static = [p.get_partial_shape().is_static for p in outs[3].image.inputs]
-    assert all(static), static
+    assert kept == [(56, 32), (40, 48)], kept  # 32x32, the least recently used, was dropped
 
 
 # --------------------------------------------------------------------------------------- engine selection

@@ -135,10 +135,12 @@ class _OpenVINOModel:
 
 
 class _OpenVINORunner(Runner):
-    """The model is compiled for each input shape it meets (the last :data:`OPENVINO_SHAPES` kept; a compile takes
-    well under a second): with static shapes the CPU plugin fuses each StyleGAN layer's demodulation, bias,
-    activation and next modulation into its convolution, which with dynamic height and width it runs as a separate
-    channels-first elementwise node between two layout reorders (x1.3 float32, measured on VToonify-D 256x256).
+    """An input shape met for the second time gets a model compiled for that static shape (the last
+    :data:`OPENVINO_SHAPES` kept; a compile takes well under a second): with static shapes the CPU plugin fuses each
+    StyleGAN layer's demodulation, bias, activation and next modulation into its convolution, which with dynamic
+    height and width it runs as a separate channels-first elementwise node between two layout reorders (float32
+    x1.3 on VToonify-D 256x256). A shape met once (a photo, a face crop whose size keeps changing) runs on the
+    dynamic-shape model, so changing shapes cost no compiles.
 
     bfloat16 on a CPU with bfloat16 arithmetic runs as mixed precision (:mod:`pipeline.engines.openvino_precision`):
     the style branch is a float32 model of its own whose outputs feed the bfloat16 image model, and the RGB skip path
@@ -156,25 +158,41 @@ class _OpenVINORunner(Runner):
         # what the CPU plugin computes in: a CPU without bfloat16 arithmetic runs float32
         native = "BF16" in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         self.engine, self.precision = "openvino", precision if precision != "bf16" or native else "f32"
-        self._compiled: dict[tuple, _OpenVINOModel] = {}  # input shapes -> compiled, oldest first
-        self._lock = threading.Lock()  # one infer request per shape, one caller at a time
+        self._dynamic: _OpenVINOModel | None = None  # compiled on first use
+        self._compiled: dict[tuple, _OpenVINOModel] = {}  # static input shapes -> compiled, oldest first
+        self._seen: dict[tuple, None] = {}  # the shapes met so far (the last 64)
+        self.last_used: _OpenVINOModel | None = None  # what the last call ran on
+        self._lock = threading.Lock()  # one infer request per model, one caller at a time
 
-    def compiled_for(self, feeds: dict[str, np.ndarray]) -> _OpenVINOModel:
-        """The model compiled for the shapes of ``feeds`` (compiled now if not kept)."""
-        key = tuple((name, feeds[name].shape) for name in self.input_shapes)
+    def _compile(self, shapes: tuple | None) -> _OpenVINOModel:
+        model = self._model.clone()
+        if shapes is not None:
+            model.reshape({name: list(shape) for name, shape in shapes})
+        return _OpenVINOModel(self._ov, self._core, model, self._config, self.precision == "bf16")
+
+    def _model_for(self, feeds: dict[str, np.ndarray]) -> _OpenVINOModel:
+        """The model that runs inputs of the shapes of ``feeds``: the static-shape one if that shape was met
+        before, else the dynamic-shape one (each compiled when first needed)."""
+        key = tuple((name, tuple(feeds[name].shape)) for name in self.input_shapes)
         if key in self._compiled:
             self._compiled[key] = self._compiled.pop(key)  # most recently used last
-        else:
-            while len(self._compiled) >= OPENVINO_SHAPES:
-                del self._compiled[next(iter(self._compiled))]
-            model = self._model.clone()
-            model.reshape({name: list(shape) for name, shape in key})
-            self._compiled[key] = _OpenVINOModel(self._ov, self._core, model, self._config, self.precision == "bf16")
+            return self._compiled[key]
+        if key not in self._seen:
+            self._seen[key] = None
+            while len(self._seen) > 64:
+                del self._seen[next(iter(self._seen))]
+            if self._dynamic is None:
+                self._dynamic = self._compile(None)
+            return self._dynamic
+        while len(self._compiled) >= OPENVINO_SHAPES:
+            del self._compiled[next(iter(self._compiled))]
+        self._compiled[key] = self._compile(key)
         return self._compiled[key]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         with self._lock:
-            return self.compiled_for(feeds)({name: feeds[name] for name in self.input_shapes})
+            self.last_used = self._model_for(feeds)
+            return self.last_used({name: feeds[name] for name in self.input_shapes})
 
 
 _RUNNERS = {"onnxruntime": _OnnxRuntimeRunner, "openvino": _OpenVINORunner}
