@@ -19,7 +19,10 @@ statistics and the RGB skip path. :func:`prepare_bf16` gives the CPU plugin the 
 Everything else (the encoder, the residual and StyleGAN convolutions and their activations, the instance norms:
 nearly all the FLOPs) runs in bfloat16. Measured on face-showing fill-rule VToonify-D, 256x256 (PSNR of the uint8
 output against torch float32): whole-graph bfloat16 43.1 dB, style branch float32 49.6 dB, and the RGB path
-float32 too 51.2 dB (torch's mixed precision 49.5 dB). Marking the instance-norm statistics as well gained
+float32 too 51.2 dB (torch's mixed precision 49.5 dB); VToonify-T 49.2, 52.7 and 52.8 dB (torch 52.5 dB). The
+RGB gain comes from the ToRGB convolutions (the skip sum is fused into them): marking only the other RGB nodes
+gains nothing, and marking only the ToRGB convolutions fails at inference in OpenVINO 2026.4 ("Convolution node ...
+object is not initialized"), hence the whole 3-channel path. Marking the instance-norm statistics as well gained
 nothing (50.7 dB). :func:`float32_nodes` lists what a compiled model runs in float32 (the tests check it).
 """
 from __future__ import annotations
