@@ -111,6 +111,89 @@ def test_openvino_bfloat16_is_the_precision_hint(exported, torch_models):
     assert psnr > 30, psnr
 
 
+@pytest.mark.parametrize("key", ["d", "t"])
+def test_openvino_bfloat16_keeps_the_style_branch_and_the_rgb_path_float32(exported, torch_models, key):
+    """OpenVINO bfloat16 as mixed precision (pipeline/engines/openvino_precision.py): the style branch (mapping MLPs,
+    affine maps, demodulation) is a float32 model of its own, the image model runs its convolutions in bfloat16
+    except the 3-channel RGB skip path; and the output is closer to torch float32 than whole-graph bfloat16."""
+    from pipeline.engines.openvino_precision import float32_nodes
+    from pipeline.engines.runtimes import open_runner
+    from pipeline.precision import native_bf16
+
+    if not native_bf16():
+        pytest.skip("this CPU has no bfloat16 arithmetic: OpenVINO runs float32")
+    ov = pytest.importorskip("openvino")
+    runner = open_runner(exported["onnx"][key], "openvino", torch.bfloat16, threads=2)
+    g = torch.Generator().manual_seed(6)
+    x, style = torch.randn(1, 22, 64, 64, generator=g).clamp(-1, 1), torch.randn(1, 18, 512, generator=g)
+    feeds = {"x": x.numpy(), "style": style.numpy(), "d_s": np.full((1,), 0.5, np.float32)}
+    feeds = {k: v for k, v in feeds.items() if k in runner.input_shapes}
+    mixed = runner(feeds)[0]
+    compiled = runner.last_used  # the dynamic-shape model (a shape met once)
+    assert runner.precision == "bf16" and compiled.style is not None
+    assert compiled.style.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    style_nodes = float32_nodes(compiled.style)
+    assert len(style_nodes["FullyConnected"]) >= 8, style_nodes  # at least the 8-layer mapping
+    image_graph = compiled.image.get_runtime_model()
+    assert "FullyConnected" not in {n.get_rt_info()["layerType"].astype(str) for n in image_graph.get_ops()}
+    convs = {"f32": [], "bf16": []}
+    for node in image_graph.get_ops():
+        info = node.get_rt_info()
+        if info["layerType"].astype(str) in ("Convolution", "Deconvolution"):
+            rgb = node.get_output_partial_shape(0)[1].get_length() == 3
+            convs[info["runtimePrecision"].astype(str)].append((node.get_friendly_name(), rgb))
+    assert convs["f32"] and all(rgb for _, rgb in convs["f32"]), convs  # ToRGB, fusion skip, skip upsampling
+    assert len(convs["bf16"]) > len(convs["f32"]) and not any(rgb for _, rgb in convs["bf16"]), convs
+
+    whole = ov.Core().compile_model(str(exported["onnx"][key]), "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
+                                                                         "INFERENCE_NUM_THREADS": 2})
+    with torch.inference_mode():
+        ref = torch_models[key](x, style, d_s=0.5).numpy()
+    mixed_err = np.abs(mixed - ref).mean()
+    whole_err = np.abs(whole(feeds)[whole.outputs[0]] - ref).mean()
+    assert mixed_err < 0.7 * whole_err, (mixed_err, whole_err)
+
+
+def test_instance_norms_export_as_one_recognisable_node(exported):
+    """VToonify-D's AdaIN instance norms are exported in the textbook form (no transposes to the (B, H*W, C) view the
+    eager CPU path uses), which OpenVINO fuses into its MVN node."""
+    onnx = pytest.importorskip("onnx")
+    ov = pytest.importorskip("openvino")
+    graph = onnx.load(str(exported["onnx"]["d"]), load_external_data=False).graph
+    perms = [tuple(a.ints) for n in graph.node if n.op_type == "Transpose" for a in n.attribute if a.name == "perm"]
+    assert (0, 2, 3, 1) not in perms and (0, 3, 1, 2) not in perms, perms
+    compiled = ov.Core().compile_model(str(exported["onnx"]["d"]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    types = [n.get_rt_info()["layerType"].astype(str) for n in compiled.get_runtime_model().get_ops()]
+    n_norms = 2 * (len(load_vtoonify(exported["ckpt"]["d"]).res) - 1) + 4  # AdaResBlocks' two, the fusions' one
+    assert types.count("MVN") == n_norms, types.count("MVN")
+
+
+def test_openvino_compiles_a_shape_met_twice_and_keeps_the_last_few(exported, torch_models, monkeypatch):
+    """The OpenVINO runner runs a shape met once on its dynamic-shape model and compiles a static-shape model for a
+    shape met again (the plugin fuses more with static shapes), reuses it and keeps only the last OPENVINO_SHAPES."""
+    from pipeline.engines import runtimes
+
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(runtimes, "OPENVINO_SHAPES", 2)
+    runner = runtimes.open_runner(exported["onnx"]["t"], "openvino", threads=2)
+    g = torch.Generator().manual_seed(7)
+    style = torch.randn(1, 18, 512, generator=g)
+    used = []
+    for h, w in ((32, 32), (40, 48), (32, 32), (32, 32), (56, 32), (56, 32), (40, 48)):
+        x = torch.randn(1, 22, h, w, generator=g).clamp(-1, 1)
+        out = runner({"x": x.numpy(), "style": style.numpy()})[0]
+        with torch.inference_mode():
+            _assert_close(torch.from_numpy(out), torch_models["t"](x, style), f"openvino {h}x{w}")
+        used.append(runner.last_used)
+    dynamic = used[0]
+    assert [m is dynamic for m in used] == [True, True, False, False, True, False, False]
+    assert used[3] is used[2] and len({id(m) for m in used}) == 4  # 32x32 compiled once, then reused
+    assert not dynamic.image.inputs[0].get_partial_shape().is_static
+    assert all(p.get_partial_shape().is_static for p in used[5].image.inputs)
+    kept = [dict(key)["x"][2:] for key in runner._compiled]
+    assert kept == [(56, 32), (40, 48)], kept  # 32x32, the least recently used, was dropped
+
+
 # --------------------------------------------------------------------------------------- engine selection
 def test_torch_engine_is_the_identity(exported, torch_models):
     engine = get_engine("torch")

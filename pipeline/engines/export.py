@@ -55,7 +55,7 @@ from pipeline.engines.runtimes import EXTRAS, EngineNotInstalledError, import_ru
 __all__ = ["EXPORT_FORMAT", "ExportResult", "checkpoint_kind", "export_onnx", "file_sha256", "main"]
 
 #: Bumped whenever what an exported file holds changes (inputs, outputs, wrappers): part of the cache key.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: instance norms exported as one recognisable pattern (OpenVINO's MVN)
 
 #: How far the exported file may be from the PyTorch model (largest absolute difference, relative to
 #: max(1, largest |output|)) before the export is treated as broken (float32 runtimes stay near 1e-6).

@@ -5,7 +5,8 @@ Both runtimes run on the CPU with ``threads`` intra-op threads (default: ``torch
 the cores as the torch path does). Precision: ONNX Runtime's CPU provider computes in float32 only (it has no
 bfloat16 kernels for these convolutions); OpenVINO takes float32 or bfloat16 as its ``INFERENCE_PRECISION_HINT``.
 OpenVINO's own default on a CPU with native bfloat16 arithmetic is bfloat16, so float32 is always asked for
-explicitly.
+explicitly. OpenVINO's bfloat16 keeps the style branch and the RGB skip path float32, as the torch path's mixed
+precision does (:mod:`pipeline.engines.openvino_precision`).
 
 ONNX Runtime on a CUDA GPU (its CUDA and TensorRT providers): :mod:`pipeline.engines.providers`.
 """
@@ -29,6 +30,9 @@ __all__ = ["ENGINES", "EXTRAS", "EngineNotInstalledError", "Runner", "check_engi
 
 #: The pyproject extra that installs each exported engine (and the exporter: onnx, onnxscript).
 EXTRAS = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+#: How many input shapes an OpenVINO runner keeps compiled (a video has one; each keeps its own weights).
+OPENVINO_SHAPES = 2
 
 # The precisions each runtime computes in on the CPU, with OpenVINO's hint name.
 _PRECISIONS = {"onnxruntime": {torch.float32: "f32"}, "openvino": {torch.float32: "f32", torch.bfloat16: "bf16"}}
@@ -111,24 +115,90 @@ class _OnnxRuntimeRunner(Runner):
         return self.session.run(None, {name: feeds[name] for name in self.input_shapes})  # thread-safe
 
 
+class _OpenVINOModel:
+    """One input shape's compiled model(s): ``image`` and, for mixed precision, the float32 ``style`` branch."""
+
+    def __init__(self, ov: Any, core: Any, model: Any, config: dict, mixed: bool):
+        self.style = None
+        if mixed:
+            from pipeline.engines.openvino_precision import prepare_bf16
+
+            split = prepare_bf16(ov, model)
+            if split.style is not None:
+                self.style = core.compile_model(split.style, "CPU", {**config, "INFERENCE_PRECISION_HINT": "f32"})
+                self._style_request = self.style.create_infer_request()
+                model = split.image
+        self.image = core.compile_model(model, "CPU", config)
+        self._request = self.image.create_infer_request()
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.style is not None:
+            styles = self._style_request.infer({p.get_any_name(): feeds[p.get_any_name()] for p in self.style.inputs})
+            feeds = {**feeds, **{p.get_any_name(): styles[p] for p in self.style.outputs}}
+        result = self._request.infer({p.get_any_name(): feeds[p.get_any_name()] for p in self.image.inputs},
+                                     share_outputs=False)
+        return [result[port] for port in self.image.outputs]
+
+
 class _OpenVINORunner(Runner):
+    """An input shape met for the second time gets a model compiled for that static shape (the last
+    :data:`OPENVINO_SHAPES` kept; a compile takes well under a second): with static shapes the CPU plugin fuses each
+    StyleGAN layer's demodulation, bias, activation and next modulation into its convolution, which with dynamic
+    height and width it runs as a separate channels-first elementwise node between two layout reorders (float32
+    x1.3 on VToonify-D 256x256). A shape met once (a photo, a face crop whose size keeps changing) runs on the
+    dynamic-shape model, so changing shapes cost no compiles.
+
+    bfloat16 on a CPU with bfloat16 arithmetic runs as mixed precision (:mod:`pipeline.engines.openvino_precision`):
+    the style branch is a float32 model of its own whose outputs feed the bfloat16 image model, and the RGB skip path
+    is marked float32."""
+
     def __init__(self, path: os.PathLike, precision: str, threads: int):
-        ov = import_runtime("openvino")
-        core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = core.compile_model(core.read_model(os.fspath(path)), "CPU", config)
-        # what the CPU plugin actually computes in (a CPU without bfloat16 arithmetic runs float32)
-        self.engine, self.precision = "openvino", str(self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+        self._ov = import_runtime("openvino")
+        self._core = self._ov.Core()
+        self._config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
+                        "PERFORMANCE_HINT": "LATENCY"}
+        self._model = self._core.read_model(os.fspath(path))
         self.input_shapes = {p.get_any_name(): tuple(None if d.is_dynamic else d.get_length() for d in p.get_partial_shape())
-                             for p in self.compiled.inputs}
-        self.output_names = [p.get_any_name() for p in self.compiled.outputs]
-        self._request = self.compiled.create_infer_request()
-        self._lock = threading.Lock()  # one infer request, one caller at a time
+                             for p in self._model.inputs}
+        self.output_names = [p.get_any_name() for p in self._model.outputs]
+        # what the CPU plugin computes in: a CPU without bfloat16 arithmetic runs float32
+        native = "BF16" in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        self.engine, self.precision = "openvino", precision if precision != "bf16" or native else "f32"
+        self._dynamic: _OpenVINOModel | None = None  # compiled on first use
+        self._compiled: dict[tuple, _OpenVINOModel] = {}  # static input shapes -> compiled, oldest first
+        self._seen: dict[tuple, None] = {}  # the shapes met so far (the last 64)
+        self.last_used: _OpenVINOModel | None = None  # what the last call ran on
+        self._lock = threading.Lock()  # one infer request per model, one caller at a time
+
+    def _compile(self, shapes: tuple | None) -> _OpenVINOModel:
+        model = self._model.clone()
+        if shapes is not None:
+            model.reshape({name: list(shape) for name, shape in shapes})
+        return _OpenVINOModel(self._ov, self._core, model, self._config, self.precision == "bf16")
+
+    def _model_for(self, feeds: dict[str, np.ndarray]) -> _OpenVINOModel:
+        """The model that runs inputs of the shapes of ``feeds``: the static-shape one if that shape was met
+        before, else the dynamic-shape one (each compiled when first needed)."""
+        key = tuple((name, tuple(feeds[name].shape)) for name in self.input_shapes)
+        if key in self._compiled:
+            self._compiled[key] = self._compiled.pop(key)  # most recently used last
+            return self._compiled[key]
+        if key not in self._seen:
+            self._seen[key] = None
+            while len(self._seen) > 64:
+                del self._seen[next(iter(self._seen))]
+            if self._dynamic is None:
+                self._dynamic = self._compile(None)
+            return self._dynamic
+        while len(self._compiled) >= OPENVINO_SHAPES:
+            del self._compiled[next(iter(self._compiled))]
+        self._compiled[key] = self._compile(key)
+        return self._compiled[key]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         with self._lock:
-            result = self._request.infer({name: feeds[name] for name in self.input_shapes}, share_outputs=False)
-            return [result[port] for port in self.compiled.outputs]
+            self.last_used = self._model_for(feeds)
+            return self.last_used({name: feeds[name] for name in self.input_shapes})
 
 
 _RUNNERS = {"onnxruntime": _OnnxRuntimeRunner, "openvino": _OpenVINORunner}
