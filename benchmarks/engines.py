@@ -81,8 +81,8 @@ def main(argv=None) -> None:
             engine = get_engine(name, dtype, cache_dir=args.work / "cache")
             model = engine.vtoonify(ckpt, model=load_vtoonify(ckpt).to_mixed_precision(dtype) if name == "torch" else None)
             load_s = time.perf_counter() - t0
-            model(x, style, d_s=0.5)  # warm-up: OpenVINO runs a shape met once on its dynamic-shape model ...
-            out = to_uint8(model(x, style, d_s=0.5))  # ... and compiles a static-shape one when it meets it again
+            model(x, style, d_s=0.5)  # warm-up: OpenVINO compiles a model for this input shape on first use
+            out = to_uint8(model(x, style, d_s=0.5))
             ref = out if ref is None else ref
             models.append(model)
             rows.append({"engine": name, "dtype": str(dtype).removeprefix("torch."),

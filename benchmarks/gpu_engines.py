@@ -31,6 +31,7 @@ import torch
 from benchmarks.bf16_accuracy import psnr_uint8, to_uint8
 from benchmarks.engines import face_input
 from model.errors import UserError
+from pipeline.engines.runtimes import EngineNotInstalledError
 
 __all__ = ["ENGINE_ROWS", "gpu_engine_rows"]
 
@@ -100,8 +101,11 @@ def gpu_engine_rows(ckpt: Path, device: torch.device, sizes: dict[str, tuple[int
         t0 = time.perf_counter()
         try:
             run = _load(engine, dtype, compiled, ckpt, device, cache, compile_kwargs)
-        except UserError as e:
+        except EngineNotInstalledError as e:
             rows += [dict(b, status=f"not installed: {e}") for b in base]
+            continue
+        except UserError as e:  # the device or the precision refused
+            rows += [dict(b, status=f"refused: {e}") for b in base]
             continue
         except Exception as e:  # a broken engine is a row of the report, not the end of the device check
             rows += [dict(b, status=f"failed: {_one_line(e)}") for b in base]

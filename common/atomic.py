@@ -18,7 +18,7 @@ import secrets
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 from common.errors import OptionError
@@ -93,17 +93,34 @@ def sweep_stale(path: str | os.PathLike) -> list[Path]:
     return [tmp for tmp in candidates if _remove_stale(tmp, tmp.name[len(prefix):].split("-", 1)[0])]
 
 
-_TEMP_NAME = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}" + re.escape(_MARK) + r"[^/]*$")
+_TEMP_NAME = re.compile(r"^\.(.+)\.(\d+)-[0-9a-f]{8}" + re.escape(_MARK) + r"[^/]*$")
+_SHORTENED = re.compile(r"~[0-9a-f]{12}$")  # a stem that _temp_stem cut and hashed: its target is not known
 
 
-def sweep_stale_folder(folder: str | os.PathLike) -> list[Path]:
+def sweep_stale_folder(folder: str | os.PathLike,
+                       guard: Callable[[Path | None], AbstractContextManager[bool]] | None = None) -> list[Path]:
     """:func:`sweep_stale` for every target in ``folder``: removes each temporary name of :func:`temporary_path`'s
-    form (file or folder) whose writing process is gone; returns what was removed."""
+    form (file or folder) whose writing process is gone; returns what was removed.
+
+    ``guard(target)`` (the temporary's target path, None when its name was shortened) is entered around each
+    removal and yields whether it may happen: e.g. that target's lock taken without waiting, so that a writer this
+    machine cannot see (another machine or container sharing the folder) keeps its temporaries."""
+    folder = Path(folder)
     try:
-        candidates = [p for p in Path(folder).iterdir() if _TEMP_NAME.match(p.name)]
+        candidates = [p for p in folder.iterdir() if _TEMP_NAME.match(p.name)]
     except OSError:
         return []
-    return [tmp for tmp in candidates if _remove_stale(tmp, _TEMP_NAME.match(tmp.name).group(1))]
+    removed = []
+    for tmp in candidates:
+        stem, pid = _TEMP_NAME.match(tmp.name).groups()
+        if guard is None:
+            if _remove_stale(tmp, pid):
+                removed.append(tmp)
+            continue
+        with guard(None if _SHORTENED.search(stem) else folder / stem) as allowed:
+            if allowed and _remove_stale(tmp, pid):
+                removed.append(tmp)
+    return removed
 
 
 def glob_escape(name: str) -> str:

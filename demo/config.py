@@ -25,6 +25,7 @@ __all__ = [
     "ModelInfo",
     "discover_models",
     "helper_paths",
+    "model_label",
     "over_limits",
     "too_large",
 ]
@@ -65,7 +66,7 @@ class ModelEntry:
         return re.search(r"_c(_\d+)?$", self.ckpt.stem) is not None
 
 
-def _label(path: Path) -> str:
+def model_label(path: Path) -> str:
     """``VToonify-D cartoon (vtoonify_s_d.pt)`` for a file in a released-layout folder, else the path."""
     found = model_folder(path.parent.name, released_only=False)
     if found is None:
@@ -96,7 +97,7 @@ def discover_models(ckpt_dir: str | os.PathLike) -> list[ModelEntry]:
                 log.warning("skipping %s: no %s next to it", path, " or ".join(missing))
                 continue
             found.append(path)
-        entries += [ModelEntry(_label(p), p) for p in sorted(found, key=order)]
+        entries += [ModelEntry(model_label(p), p) for p in sorted(found, key=order)]
     return entries
 
 
@@ -149,7 +150,7 @@ class AppConfig:
             raise OptionError(f"no VToonify model found in {root} (looked for vtoonify_d_*/vtoonify_s_d*.pt with "
                               f"exstyle_code.npy, and vtoonify_t_*/vtoonify.pt); download one with "
                               f"`{download_command()}`, or pass --ckpt PATH")
-        labels = [_label(p) for p in paths]
+        labels = [model_label(p) for p in paths]
         models = [ModelEntry(label if labels.count(label) == 1 else str(p), p) for label, p in zip(labels, paths)]
         encoder, parser = helper_paths(root)
         return cls(models=tuple(models),

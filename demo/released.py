@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from demo.config import AppConfig, ModelEntry, _label
+from demo.config import AppConfig, ModelEntry, model_label
 from hub import fetching
 from hub.catalog import fetch_style, released_variants
 from hub.first_run import downloads_disabled, human_size
@@ -40,7 +40,7 @@ def released_entries(ckpt_dir: str | os.PathLike, local: Iterable[ModelEntry] = 
     entries = []
     for variant in released_variants():
         path = root / variant.model
-        label = _label(path)
+        label = model_label(path)
         if path.resolve() not in paths and label not in labels:
             entries.append(ModelEntry(label, path, released=variant))
     return tuple(entries)

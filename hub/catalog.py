@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hub.fetching import FileProgress, remote_sizes
 from hub.first_run import human_size
-from hub.released import BACKBONE_FILES, CHECKPOINT_DIR, SHARED_FILES, files_for
+from hub.released import BACKBONE_FILES, CHECKPOINT_DIR, SHARED_FILES, files_for, own_files
 
 __all__ = ["ReleasedVariant", "fetch_style", "released_variants", "style_table"]
 
@@ -27,12 +27,12 @@ class ReleasedVariant:
 
     @property
     def model(self) -> str:
-        return self.files[len(SHARED_FILES)]
+        return self.own_files[0]
 
     @property
     def own_files(self) -> tuple[str, ...]:
         """The files of this style only (not the helpers every style shares)."""
-        return self.files[len(SHARED_FILES):]
+        return tuple(own_files(list(self.files)))
 
 
 def released_variants() -> list[ReleasedVariant]:
@@ -78,7 +78,7 @@ def fetch_style(backbone: str, style: str, color_transfer: bool = False,
     from hub.first_run import require_files
 
     rels = files_for(backbone, style, color_transfer=color_transfer)
-    paths = [Path(checkpoint_dir, rel) for rel in (rels if shared else rels[len(SHARED_FILES):])]
+    paths = [Path(checkpoint_dir, rel) for rel in (rels if shared else own_files(rels))]
     require_files(paths, checkpoint_dir, defaults=paths, backbone=backbone, style=style, no_download=not download,
                   progress=progress, on_file=on_file)
     return paths

@@ -166,7 +166,8 @@ def fetch(
     download = downloader or hub_download
     errors = _failure_types()
     paths: list[Path] = []
-    with nullcontext() if progress else _hub_progress_bars_disabled():
+    # a failure leaves no new empty folder: neither the checkpoint folder nor a style's
+    with nullcontext() if progress else _hub_progress_bars_disabled(), new_folders_removed(dest):
         for index, rel in enumerate(rels):
             target = dest.joinpath(*rel.parts)
             paths.append(target)

@@ -27,6 +27,7 @@ from typing import Any
 from common.errors import OptionError
 
 __all__ = [
+    "own_files",
     "BACKBONES",
     "BACKBONE_FILES",
     "CHECKPOINT_DIR",
@@ -287,7 +288,13 @@ def released_path(rel: str) -> str:
     return os.path.join(".", CHECKPOINT_DIR, rel)
 
 
+def own_files(files: list[str]) -> list[str]:
+    """A :func:`files_for` list without the helpers every style shares (:data:`SHARED_FILES`, which come first):
+    the model, then its companions."""
+    return files[len(SHARED_FILES):]
+
+
 def default_model(backbone: str = DEFAULT_BACKBONE, color_transfer: bool = False, style: str = DEFAULT_STYLE) -> str:
     """The released model of ``backbone`` and ``style`` (default: the default style), e.g.
     ``./checkpoint/vtoonify_d_cartoon/vtoonify_s_d.pt``."""
-    return released_path(files_for(backbone, style, color_transfer=color_transfer)[len(SHARED_FILES)])  # after the helpers
+    return released_path(own_files(files_for(backbone, style, color_transfer=color_transfer))[0])

@@ -21,11 +21,12 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["BF16_SPEEDUP", "BF16_PSNR_DB", "NATIVE_BF16_FLAGS", "cpu_flags", "cpu_model_name", "native_bf16",
-           "fast_mode_available", "bf16_tip", "FAST_DTYPE", "FAST_TOGGLE_INFO", "MeasuredPath", "FAST_PATHS",
+           "fast_mode_available", "bf16_tip", "FAST_DTYPE", "FAST_TOGGLE_INFO", "MeasuredPath", "MEASURED_SPEEDUPS",
+           "FAST_PATHS",
            "speed_tip"]
 
 #: ``style_transfer.py --video --scale_image --cpu`` per frame, float32 time over ``--dtype bfloat16`` time, rounded
-#: down: x1.78 (VToonify-D) and x1.96 (VToonify-T) on a 2-core AMD EPYC Zen 5 with AVX-512 BF16 (torch 2.13,
+#: down: x1.76 (VToonify-D) and x1.94 (VToonify-T) on a 2-core AMD EPYC Zen 5 with AVX-512 BF16 (torch 2.13,
 #: ``benchmarks/engines_e2e.py``, 2026-12-06); x2.3 / x2.5 on an earlier Zen 4 of the same kind, whose float32 was
 #: slower. Tables in ``benchmarks/README.md``.
 BF16_SPEEDUP = 1.7
@@ -149,14 +150,20 @@ class MeasuredPath:
         return " ".join(parts + ([] if self.dtype == "float32" else [f"--dtype {self.dtype}"])) or "(the default)"
 
 
-#: The measured paths faster than the default, fastest first, by whether the CPU computes bfloat16 natively
-#: (``benchmarks/engines_e2e.py`` on the sample video, both backbones, the slower one's ratio; table in
-#: ``benchmarks/README.md``). Without native bfloat16 no path was measured faster: no tip there.
+#: Every path measured end to end on a CPU with native bfloat16, (engine, dtype) -> speed-up over the torch float32
+#: default (the slower backbone's, rounded down; ``benchmarks/engines_e2e.py`` on the sample video, table in
+#: ``benchmarks/README.md``): what a run's own speed is taken to be. ONNX Runtime float32 x1.14 / x1.12, OpenVINO
+#: float32 x1.39 / x1.35, OpenVINO bfloat16 x2.46 / x2.51 (VToonify-D / -T; x2.43 / x2.36 in an earlier run; the
+#: smaller is kept), frames 54.2 / 54.5 dB against float32
+#: (the torch bfloat16 path's 53.0 / 54.8), so the same PSNR floor as ``--dtype bfloat16``.
+MEASURED_SPEEDUPS: dict[tuple[str, str], float] = {
+    ("torch", "float32"): 1.0, ("torch", "bfloat16"): BF16_SPEEDUP, ("onnxruntime", "float32"): 1.1,
+    ("openvino", "float32"): 1.3, ("openvino", "bfloat16"): 2.3}
+#: The measured paths worth suggesting, fastest first, by whether the CPU computes bfloat16 natively. Without native
+#: bfloat16 no path was measured: no tip there.
 FAST_PATHS: dict[bool, tuple[MeasuredPath, ...]] = {
-    # OpenVINO bfloat16: x2.43 (VToonify-D) / x2.36 (VToonify-T), frames 54.2 / 54.5 dB against float32 (the
-    # torch bfloat16 path's 53.0 / 54.8): the same floor as --dtype bfloat16
-    True: (MeasuredPath("openvino", "bfloat16", 2.3, BF16_PSNR_DB),
-           MeasuredPath("torch", "bfloat16", BF16_SPEEDUP, BF16_PSNR_DB)),
+    True: tuple(MeasuredPath(engine, dtype, MEASURED_SPEEDUPS[(engine, dtype)], BF16_PSNR_DB)
+                for engine, dtype in (("openvino", "bfloat16"), ("torch", "bfloat16"))),
     False: (),
 }
 #: a path is suggested only when it is at least this much faster than the run's own
@@ -186,7 +193,7 @@ def speed_tip(device: torch.device | str | None, dtype: str | torch.dtype | None
     if not paths:
         return None
     best = paths[0]
-    own = next((p.speedup for p in FAST_PATHS[True] + FAST_PATHS[False] if (p.engine, p.dtype) == (engine, dtype)), 1.0)
+    own = MEASURED_SPEEDUPS.get((engine, dtype), 1.0)
     if (best.engine, best.dtype) == (engine, dtype) or best.speedup / own < _TIP_MIN_GAIN:
         return None
     install = ""
@@ -195,7 +202,8 @@ def speed_tip(device: torch.device | str | None, dtype: str | torch.dtype | None
 
         install = f'; pip install -e ".[{EXTRAS[best.engine]}]"'
     than = "the float32 default" if (engine, dtype) == ("torch", "float32") else "this run"
-    return (f"tip: the fastest path measured on a CPU like this one is {best.flags}: about {best.speedup / own:.1f}x "
+    which = "the fastest path" if engines is None else "a faster path"
+    return (f"tip: {which} measured on a CPU like this one is {best.flags}: about {best.speedup / own:.1f}x "
             f"faster than {than} (output PSNR >= {best.psnr_db:g} dB against the float32 default, which reproduces "
             f"the original{install})")
 

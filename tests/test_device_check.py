@@ -132,12 +132,12 @@ def test_gpu_engines_block_reports_missing_gpu_packages_and_never_raises(tmp_pat
     the engine's one-line error, before any export), and the torch rows fail to load (``failed``)."""
     from conftest import write_tiny_checkpoints
 
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
     ckpt = write_tiny_checkpoints(tmp_path, "gpu")["d"]
     rows = device_check.gpu_engine_rows(ckpt, torch.device("cuda"), {"256": (64, 64)}, 1, math.inf, tmp_path / "cache")
     status = {(r["engine"], r["dtype"], r["compile"]): r["status"] for r in rows}
     assert len(status) == len(rows) == 5
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
     assert status["onnxruntime", "fp32", "eager"].startswith(
         "not installed: --engine onnxruntime on a CUDA GPU needs ONNX Runtime's CUDAExecutionProvider")
     assert status["tensorrt", "fp16", "eager"].startswith("not installed: --engine tensorrt on a CUDA GPU needs")

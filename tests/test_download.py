@@ -180,6 +180,9 @@ def test_fetch_tells_each_file(tmp_path):
     with pytest.raises(DownloadError):
         fetch([rel], dest=tmp_path, progress=False, downloader=FakeHub(fail_on=f"models/{rel}"))
     assert not (tmp_path / "vtoonify_t_comic").exists()
+    with pytest.raises(DownloadError):  # nor a checkpoint folder that did not exist before
+        fetch([rel], dest=tmp_path / "new" / "ckpt", progress=False, downloader=FakeHub(fail_on=f"models/{rel}"))
+    assert not (tmp_path / "new").exists()
 
 
 def test_fetch_reports_progress_on_stderr(tmp_path, capsys):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from common.atomic import file_lock
 from model.checkpoint import load_vtoonify
 from pipeline.engines import export as export_module
 from pipeline.engines.cache import ExportCache
@@ -199,11 +200,16 @@ def test_scratch_of_an_export_killed_with_sigkill_is_swept_at_the_next_build(exp
     alive = folder / f".vtoonify_s_d-{'f' * 24}.onnx.d.{os.getppid()}-0123abcd.partial.d"
     dead.write_bytes(b"x")
     alive.mkdir()
+    # a dead-looking writer whose entry is locked (another machine or container sharing the folder) keeps its data
+    locked_entry = folder / f"vtoonify_s_d-{'e' * 24}.onnx"
+    locked = folder / f".{locked_entry.name}.data.{proc.pid}-0123abcd.partial.data"
+    locked.write_bytes(b"x")
     calls: list = []
     monkeypatch.setattr(export_module, "export_onnx", _fake_export(exported["onnx"]["t"], calls))
-    path = ExportCache(folder, notice=lambda line: None).get(ckpt)  # the lock went with the killed process
+    with file_lock(locked_entry):
+        path = ExportCache(folder, notice=lambda line: None).get(ckpt)  # the lock went with the killed process
     assert len(calls) == 1 and path.is_file()
-    assert not scratch.exists() and not dead.exists() and alive.is_dir()
+    assert not scratch.exists() and not dead.exists() and alive.is_dir() and locked.is_file()
     # the export's own save sweeps its scratch folders too (an export to a file of one's own, not in a cache)
     target = tmp_path / "own" / "model.onnx"
     target.parent.mkdir()

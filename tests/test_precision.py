@@ -259,6 +259,10 @@ def test_speed_tip_names_the_fastest_measured_path(monkeypatch):
     tip = precision.speed_tip("cpu", "bfloat16", "torch", flags=native, mkldnn=True)
     assert f"about {best.speedup / torch_bf16.speedup:.1f}x faster than this run" in tip
     assert precision.speed_tip("cpu", "bfloat16", best.engine, flags=native, mkldnn=True) is None  # already the fastest
+    # from an OpenVINO float32 run, the gain over that run's own measured speed
+    tip = precision.speed_tip("cpu", "float32", "openvino", flags=native, mkldnn=True)
+    own = precision.MEASURED_SPEEDUPS[("openvino", "float32")]
+    assert own > 1 and f"about {best.speedup / own:.1f}x faster than this run" in tip
     assert precision.speed_tip("cpu", None, "torch", flags=slow, mkldnn=True) is None  # nothing measured faster there
     if not torch.cuda.is_available():
         assert precision.speed_tip("cuda", None, "torch", flags=native, mkldnn=True) is None
@@ -267,7 +271,8 @@ def test_speed_tip_names_the_fastest_measured_path(monkeypatch):
     tip = precision.speed_tip("cpu", None, "torch", flags=native, mkldnn=True)
     assert tip.endswith('pip install -e ".[openvino]")')
     tip = precision.speed_tip("cpu", None, "torch", flags=native, mkldnn=True, engines=("torch",))
-    assert "is --dtype bfloat16:" in tip and tip == precision.bf16_tip("cpu", None, flags=native, mkldnn=True)
+    assert tip.startswith("tip: a faster path measured") and "is --dtype bfloat16:" in tip
+    assert tip == precision.bf16_tip("cpu", None, flags=native, mkldnn=True)
 
 
 @pytest.fixture(scope="module")

@@ -117,7 +117,9 @@ class ExportCache:
                 if _complete(path):  # not pruned between get() and the lock
                     yield path
                     return
-        raise RuntimeError(f"the engine cache entry {path} was removed three times while it was being opened")
+        # another process pruning the folder at each try: an OSError, reported as one line like a disk error
+        raise OSError(f"the engine cache entry {path} was removed three times while it was being opened; "
+                      f"set VTOONIFY_CACHE to a folder of its own")
 
     def _build(self, ckpt, path: Path, check: str) -> Path:
         from pipeline.engines.export import export_onnx
@@ -127,7 +129,8 @@ class ExportCache:
             if _complete(path):  # another process exported it while this one waited
                 _touch(path)
                 return path
-            sweep_stale_folder(path.parent)  # what exports killed mid-way left (their processes gone)
+            # what exports killed mid-way left (their processes gone), each under its entry's lock
+            sweep_stale_folder(path.parent, guard=lambda target: _entry_free(target, own=path))
             started = time.perf_counter()
             result = export_onnx(ckpt, path, check=check)
             self.exports += 1
@@ -169,6 +172,21 @@ class ExportCache:
             self.notice(f"removed {len(removed)} engine export(s) unused for {self.prune_after_days:g} days from "
                         f"{folder} ({freed / 1e6:.1f} MB)")
         return removed
+
+
+@contextmanager
+def _entry_free(target: Path | None, own: Path) -> Iterator[bool]:
+    """Whether a temporary of ``target`` (an entry's model, data file or scratch folder) may be removed: its entry's
+    lock is free (taken without waiting, held for the removal), or it is ``own``, whose lock the caller holds."""
+    if target is None:
+        yield False
+        return
+    entry = target.with_name(target.name.removesuffix(".d").removesuffix(".data"))
+    if entry == own:
+        yield True
+        return
+    with file_lock(entry, blocking=False) as held:
+        yield held
 
 
 def _unused_since(model: Path, cutoff: float) -> bool:
