@@ -27,6 +27,7 @@ nothing (50.7 dB). :func:`float32_nodes` lists what a compiled model runs in flo
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +49,10 @@ _MARKED_IR = b"""<?xml version="1.0"?>
 _NOT_COMPUTED = ("Constant", "Parameter", "Result")
 
 
+@functools.cache
 def _keep_precision_attribute(ov: Any) -> tuple[str, Any] | None:
     """The runtime-info key and value of OpenVINO's keep-the-original-precision mark (``None`` if this OpenVINO
-    reads the IR's attribute as something else)."""
+    reads the IR's attribute as something else); read once per process, not at every compile."""
     node = next(n for n in ov.Core().read_model(_MARKED_IR).get_ops() if n.get_friendly_name() == "marked")
     items = list(node.get_rt_info().items())
     return items[0] if len(items) == 1 else None
@@ -94,30 +96,27 @@ class SplitModel:
     links: list[str]
 
 
-def _dependents(params) -> set[int]:
-    """The ids of the nodes that depend on any of ``params``."""
+def _reachable(start, neighbours) -> set[int]:
+    """The ids of the nodes reached from ``start`` (themselves included) by following ``neighbours(node)``."""
     seen: set[int] = set()
-    stack = list(params)
+    stack = list(start)
     while stack:
         node = stack.pop()
         if node.get_instance_id() in seen:
             continue
         seen.add(node.get_instance_id())
-        for out in node.outputs():
-            stack.extend(t.get_node() for t in out.get_target_inputs())
+        stack.extend(neighbours(node))
     return seen
+
+
+def _dependents(params) -> set[int]:
+    """The ids of the nodes that depend on any of ``params``."""
+    return _reachable(params, lambda node: [t.get_node() for out in node.outputs() for t in out.get_target_inputs()])
 
 
 def _ancestors(nodes) -> set[int]:
-    seen: set[int] = set()
-    stack = list(nodes)
-    while stack:
-        node = stack.pop()
-        if node.get_instance_id() in seen:
-            continue
-        seen.add(node.get_instance_id())
-        stack.extend(i.get_source_output().get_node() for i in node.inputs())
-    return seen
+    """The ids of the nodes that ``nodes`` depend on."""
+    return _reachable(nodes, lambda node: [i.get_source_output().get_node() for i in node.inputs()])
 
 
 def split_style_branch(ov: Any, model) -> SplitModel:
@@ -148,8 +147,8 @@ def split_style_branch(ov: Any, model) -> SplitModel:
         result = ov.opset13.result(out)
         result.output(0).get_tensor().set_names({name})
         results.append(result)
-    style = ov.Model(results, [p for p in params if p.get_instance_id() in style_ids or
-                               p.get_instance_id() in _ancestors(results)], "style_branch")
+    style_inputs = style_ids | _ancestors(results)
+    style = ov.Model(results, [p for p in params if p.get_instance_id() in style_inputs], "style_branch")
     new_params = []
     for name, (out, targets) in zip(names, links):
         # a fresh shape: the original's dimension symbols would tie it to the image's dimensions
