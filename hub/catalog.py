@@ -32,7 +32,7 @@ class ReleasedVariant:
     @property
     def own_files(self) -> tuple[str, ...]:
         """The files of this style only (not the helpers every style shares)."""
-        return tuple(own_files(list(self.files)))
+        return own_files(self.files)
 
 
 def released_variants() -> list[ReleasedVariant]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -288,7 +288,7 @@ def released_path(rel: str) -> str:
     return os.path.join(".", CHECKPOINT_DIR, rel)
 
 
-def own_files(files: list[str]) -> list[str]:
+def own_files(files: Sequence[str]) -> Sequence[str]:
     """A :func:`files_for` list without the helpers every style shares (:data:`SHARED_FILES`, which come first):
     the model, then its companions."""
     return files[len(SHARED_FILES):]

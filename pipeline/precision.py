@@ -113,7 +113,6 @@ def fast_mode_available(device: torch.device | str | None, dtype: str | torch.dt
     onnxruntime): where ``--dtype bfloat16`` is worth suggesting."""
     import torch
 
-    from common.devices import resolve_device
     from common.errors import OptionError
 
     if engine != "torch":
@@ -124,13 +123,20 @@ def fast_mode_available(device: torch.device | str | None, dtype: str | torch.dt
         except OptionError:
             return False
 
-    try:
-        on_cpu = resolve_device(device).type == "cpu"
-    except RuntimeError:  # CUDA asked for but absent: the pipeline says so itself
-        return False
-    if not on_cpu or dtype not in (None, "float32", torch.float32):
+    if not _on_cpu(device) or dtype not in (None, "float32", torch.float32):
         return False
     return native_bf16(flags, mkldnn)
+
+
+def _on_cpu(device: torch.device | str | None) -> bool:
+    """Whether ``device`` (``'auto'`` resolved as the pipeline resolves it) is the CPU; False where CUDA is asked
+    for but absent (the pipeline says so itself)."""
+    from common.devices import resolve_device
+
+    try:
+        return resolve_device(device).type == "cpu"
+    except RuntimeError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -181,12 +187,7 @@ def speed_tip(device: torch.device | str | None, dtype: str | torch.dtype | None
     ``dtype`` on this CPU (``flags``, ``mkldnn``: as :func:`native_bf16`), or None: on a GPU, where the run is already
     the fastest (or within 15% of it), or where nothing was measured faster. ``engines``: the engines it may suggest
     (default: all; one that is not installed comes with its install command)."""
-    from common.devices import resolve_device
-
-    try:
-        if resolve_device(device).type != "cpu":
-            return None
-    except RuntimeError:  # CUDA asked for but absent: the pipeline says so itself
+    if not _on_cpu(device):
         return None
     dtype = str(dtype or "float32").removeprefix("torch.")
     paths = [p for p in FAST_PATHS[native_bf16(flags, mkldnn)] if engines is None or p.engine in engines]
@@ -210,8 +211,9 @@ def speed_tip(device: torch.device | str | None, dtype: str | torch.dtype | None
 
 def bf16_tip(device: torch.device | str | None, dtype: str | torch.dtype | None, flags: Iterable[str] | None = None,
              mkldnn: bool | None = None, engine: str = "torch") -> str | None:
-    """The one-line tip for a float32 run on a CPU with native bfloat16, else None (GPU, another dtype, an engine
-    without bfloat16, or a CPU where bfloat16 would be slower than float32)."""
+    """:func:`speed_tip` limited to torch's own paths (``--dtype bfloat16``, named as "a faster path": OpenVINO's
+    bfloat16 is faster still), for a float32 run on a CPU with native bfloat16 on an ``engine`` that computes in
+    bfloat16; else None (GPU, another dtype, an engine without bfloat16, or a CPU where bfloat16 would be slower)."""
     if not fast_mode_available(device, dtype, flags, mkldnn, engine):
         return None
     return speed_tip(device, dtype, "torch", flags, mkldnn, engines=("torch",))

@@ -17,8 +17,9 @@ entries of the folder unused for :data:`PRUNE_AFTER_DAYS` days (those of an olde
 style no longer run) are removed, each only when its lock can be taken at once (nobody is building or loading it;
 its ``.lock`` file stays, as every lock file does). Before each export, the temporary files and folders that
 exports killed mid-way (SIGKILL, a machine that went down) left in the folder are removed when the process that
-wrote them is gone (:func:`common.atomic.sweep_stale_folder`). Any file in the folder may also be deleted by hand
-while no tool runs.
+wrote them is gone and their entry's lock is free (so a writer on another machine or in another container sharing
+the folder, whose process this one cannot see, keeps them; :func:`common.atomic.sweep_stale_folder`). Any file in
+the folder may also be deleted by hand while no tool runs.
 
 The folder is ``$VTOONIFY_CACHE/engines``, else ``$XDG_CACHE_HOME/vtoonify/engines``, else
 ``~/.cache/vtoonify/engines``. The cache is an optimisation: a folder that cannot be written is a warning, and
