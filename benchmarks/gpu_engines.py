@@ -83,7 +83,7 @@ def gpu_engine_rows(ckpt: Path, device: torch.device, sizes: dict[str, tuple[int
     compile_kwargs = compile_kwargs if compile_kwargs is not None else {"mode": "reduce-overhead"}
     from model.checkpoint import load_vtoonify
 
-    n_latent = load_vtoonify(ckpt).stylegan().n_latent  # 18 at the released size
+    n_latent = load_vtoonify(ckpt, mmap=True).stylegan().n_latent  # 18 at the released size (weights mapped, not read)
     inputs = {name: (x, style[:, :n_latent]) for name, (x, style) in
               ((name, face_input(h, w)) for name, (h, w) in sizes.items())}
     rows, references = [], {}
